@@ -1,0 +1,106 @@
+"""The drain secret file: where `register.py` writes secrets and the receiver reads them.
+
+One secret a line; blank lines and lines starting with `#` are ignored; every secret listed is
+accepted, so a rotation writes the new secret first and keeps the old ones below it. The file is
+created with mode 0600 and always replaced atomically, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+SECRET_FILE_ENV = "DRAIN_SECRET_FILE"
+VERIFY_FILE_ENV = "DRAIN_VERIFY_FILE"
+VERIFY_FILE_NAME = "drain-verify"
+SECRET_ALPHABET = "A-Za-z0-9_-"
+SECRET_BYTES = 32  # token_urlsafe(32) gives 43 characters of SECRET_ALPHABET
+
+
+def default_secret_path() -> Path:
+    """`$XDG_CONFIG_HOME/vercel-drain-receiver/drain-secret` (`~/.config/...` when unset)."""
+    config_home = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config_home) / "vercel-drain-receiver" / "drain-secret"
+
+
+def secret_path_from_env() -> Path:
+    """The secret file named by `DRAIN_SECRET_FILE`, or the default path."""
+    configured = os.environ.get(SECRET_FILE_ENV, "").strip()
+    return Path(configured).expanduser() if configured else default_secret_path()
+
+
+def verify_path_from_env() -> Path:
+    """The file holding the `x-vercel-verify` code: `DRAIN_VERIFY_FILE`, by default
+    `drain-verify` beside the secret file. It holds the code on its first non-comment line."""
+    configured = os.environ.get(VERIFY_FILE_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    return secret_path_from_env().with_name(VERIFY_FILE_NAME)
+
+
+def new_secret() -> str:
+    """A strong secret: 43 characters of `[A-Za-z0-9_-]`, valid for every Vercel drain API."""
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def parse_secrets(text: str) -> list[str]:
+    """The secrets listed in a secret file's text, in order, without duplicates."""
+    found: list[str] = []
+    for line in text.splitlines():
+        secret = line.strip()
+        if secret and not secret.startswith("#") and secret not in found:
+            found.append(secret)
+    return found
+
+
+def read_secrets(path: Path) -> list[str]:
+    """The secrets in `path`; an empty list when the file does not exist."""
+    try:
+        return parse_secrets(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+
+
+def write_secrets(path: Path, secret_list: Iterable[str]) -> None:
+    """Replace `path` atomically with these secrets, one a line, mode 0600."""
+    write_private_file(path, "".join(f"{secret}\n" for secret in secret_list))
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Replace `path` atomically with `content`, mode 0600.
+
+    The parent directory is created (mode 0700) when missing. The content is written to a
+    temporary file in the same directory, fsynced, then renamed over `path`, so a process that
+    re-reads the file sees either the old content or the new one, never half of it.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def prepend_secret(path: Path, secret: str) -> list[str]:
+    """Put `secret` first in the file, keeping the secrets already there; returns the new list."""
+    updated = [secret, *(old for old in read_secrets(path) if old != secret)]
+    write_secrets(path, updated)
+    return updated
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
