@@ -7,11 +7,15 @@ created with mode 0600 and always replaced atomically, so a reader never sees ha
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger("receiver.secrets")
 
 SECRET_FILE_ENV = "DRAIN_SECRET_FILE"
 VERIFY_FILE_ENV = "DRAIN_VERIFY_FILE"
@@ -26,19 +30,19 @@ def default_secret_path() -> Path:
     return Path(config_home) / "vercel-drain-receiver" / "drain-secret"
 
 
-def secret_path_from_env() -> Path:
+def secret_path_from_env(env: Mapping[str, str] | None = None) -> Path:
     """The secret file named by `DRAIN_SECRET_FILE`, or the default path."""
-    configured = os.environ.get(SECRET_FILE_ENV, "").strip()
+    configured = (os.environ if env is None else env).get(SECRET_FILE_ENV, "").strip()
     return Path(configured).expanduser() if configured else default_secret_path()
 
 
-def verify_path_from_env() -> Path:
+def verify_path_from_env(env: Mapping[str, str] | None = None) -> Path:
     """The file holding the `x-vercel-verify` code: `DRAIN_VERIFY_FILE`, by default
     `drain-verify` beside the secret file. It holds the code on its first non-comment line."""
-    configured = os.environ.get(VERIFY_FILE_ENV, "").strip()
+    configured = (os.environ if env is None else env).get(VERIFY_FILE_ENV, "").strip()
     if configured:
         return Path(configured).expanduser()
-    return secret_path_from_env().with_name(VERIFY_FILE_NAME)
+    return secret_path_from_env(env).with_name(VERIFY_FILE_NAME)
 
 
 def new_secret() -> str:
@@ -104,3 +108,37 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass
+class WatchedLines:
+    """The entries of a secret-style file, re-read whenever the file changes.
+
+    One `stat` per call tells whether the file changed (inode, size, mtime, ctime), so a rotation
+    or a fresh verification code takes effect on the next request, without a restart. When the
+    file disappears or cannot be read, the entries last read stay in force.
+    """
+
+    path: Path
+    _stamp: tuple[int, ...] | None = field(default=None, init=False)
+    _entries: tuple[str, ...] = field(default=(), init=False)
+
+    def current(self) -> tuple[str, ...]:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            if self._stamp is not None:
+                log.warning("%s disappeared; keeping the %d entries read before",
+                            self.path, len(self._entries))
+                self._stamp = None
+            return self._entries
+        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._entries = tuple(read_secrets(self.path))
+            except (OSError, UnicodeDecodeError) as error:
+                log.error("cannot read %s (keeping the entries read before): %s", self.path, error)
+            else:
+                log.info("read %d entries from %s", len(self._entries), self.path)
+        return self._entries

@@ -1,0 +1,70 @@
+"""`python -m receiver` / `drain-receiver`: read the settings, make sure a secret exists, serve."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import uvicorn
+
+from receiver.app import create_app
+from receiver.logs import logging_config
+from receiver.secret_file import new_secret, read_secrets, write_secrets
+from receiver.settings import Settings, load_settings
+
+log = logging.getLogger("receiver")
+
+EXIT_USAGE = 2
+
+
+def ensure_secret(settings: Settings) -> None:
+    """Generate a secret into the secret file when none is configured anywhere."""
+    if settings.secrets or read_secrets(settings.secret_file):
+        return
+    write_secrets(settings.secret_file, [new_secret()])
+    log.warning(
+        "no drain secret was configured: generated one into %s (mode 0600). Register the drain "
+        "with `python register.py`, which uses this file, or give Vercel the secret it holds.",
+        settings.secret_file,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = load_settings(argv)
+    config = logging_config(settings.log_level, settings.access_log)
+    logging.config.dictConfig(config)
+    try:
+        ensure_secret(settings)
+    except OSError as error:
+        log.error("cannot read or create the secret file %s: %s. Set DRAIN_SECRET_FILE to a "
+                  "writable path, or DRAIN_SECRET.", settings.secret_file, error)
+        return EXIT_USAGE
+    _exit_cleanly_on(signal.SIGTERM, signal.SIGINT)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=config,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        server_header=False,
+    )
+    return 0
+
+
+def _exit_cleanly_on(*signals: signal.Signals) -> None:
+    """After a graceful shutdown uvicorn re-raises the signal it caught; make that an exit 0."""
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    for sig in signals:
+        signal.signal(sig, leave)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""The file sink: NDJSON files under one directory, partitioned, rotated, compressed, pruned.
+
+Layout under `root`:
+
+    <partition>/logs.ndjson                          the active file, appended to
+    <partition>/logs-20261126T134501.123456Z.ndjson  rotated, waiting for compression
+    <partition>/logs-20261126T134501.123456Z.ndjson.gz
+    rejected/logs.ndjson                             rejects, one JSON line each, same rotation
+
+`<partition>` comes from the path template (default `{date}`, the UTC day the batch arrived).
+A batch is written with one `write` per file and the file is cut back to its previous length if
+that write fails, so a file never holds a torn line. Rotation renames the active file and
+leaves compression and retention to a background thread, off the request path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import queue
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from receiver.decode import Batch, Reject
+from receiver.sinks import SinkError, reject_line, write_all
+
+log = logging.getLogger("receiver.files")
+
+ACTIVE_NAME = "logs.ndjson"
+ROTATED_PATTERN = re.compile(r"^logs-\d{8}T\d{6}\.\d{6}Z(-\d+)?\.ndjson$")
+REJECTED_PARTITION = "rejected"
+TEMPLATE_FIELDS = frozenset({"date", "projectId", "source"})
+RECORD_FIELDS = TEMPLATE_FIELDS - {"date"}
+UNSAFE_PATH_CHARACTERS = re.compile(r"[^A-Za-z0-9_.=-]")
+OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+class _PartitionFields(msgspec.Struct):
+    projectId: object = None
+    source: object = None
+
+
+_decode_partition_fields = msgspec.json.Decoder(_PartitionFields).decode
+
+
+def check_template(template: str) -> str:
+    """The template if it is safe (relative, no `..`, known fields only); else ValueError."""
+    fields = set(re.findall(r"{([^{}]*)}", template))
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown:
+        allowed = ", ".join(sorted(TEMPLATE_FIELDS))
+        raise ValueError(f"unknown field {sorted(unknown)[0]!r} in path template (use {allowed})")
+    parts = template.split("/")
+    if template.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError("path template must be relative, without empty, '.' or '..' parts")
+    if parts[0] == REJECTED_PARTITION:
+        raise ValueError(f"path template cannot start with {REJECTED_PARTITION!r} (for rejects)")
+    return template
+
+
+def safe_component(value: object) -> str:
+    """A record's value as one path component that cannot leave its directory."""
+    if not isinstance(value, str) or not value:
+        return "unknown"
+    cleaned = UNSAFE_PATH_CHARACTERS.sub("_", value)[:100]
+    return "_" + cleaned[1:] if cleaned.startswith(".") else cleaned
+
+
+@dataclass
+class _ActiveFile:
+    path: Path
+    fd: int
+    size: int
+    inode: tuple[int, int]
+
+
+@dataclass
+class FileSink:
+    """Appends batches to the active file of each partition under `root`."""
+
+    root: Path
+    template: str = "{date}"
+    max_file_bytes: int = 128 * 1024 * 1024
+    keep_days: int = 0
+    fsync: bool = False
+    name: str = "file"
+    _files: dict[str, _ActiveFile] = field(default_factory=dict, init=False)
+    _day: str = field(default="", init=False)
+    _compress_queue: queue.Queue[Path | None] = field(default_factory=queue.Queue, init=False)
+    _worker: threading.Thread | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        check_template(self.template)
+        self._needs_record_fields = any(f"{{{name}}}" in self.template for name in RECORD_FIELDS)
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._day = _utc_day(time.time())
+        self._rotate_stale_active_files()
+        self._worker = threading.Thread(target=self._background, name="file-sink", daemon=True)
+        self._worker.start()
+        for partial in self._find(lambda name: name.endswith(".gz.partial")):
+            partial.unlink()
+        for rotated in self._find(lambda name: ROTATED_PATTERN.match(name) is not None):
+            self._compress_queue.put(rotated)
+
+    def write(self, batch: Batch) -> None:
+        now = time.time()
+        day = _utc_day(now)
+        if day != self._day:
+            self._rotate_all()
+            self._day = day
+        chunks = self._partition(batch.records, day) if batch.records else {}
+        if batch.rejects:
+            chunks[REJECTED_PARTITION] = [reject_line(r, now) for r in batch.rejects]
+        written: list[tuple[_ActiveFile, int]] = []
+        try:
+            for partition, lines in chunks.items():
+                data = b"\n".join([*lines, b""])
+                active = self._active_file(partition, len(data))
+                written.append((active, active.size))
+                write_all(active.fd, data)
+                active.size += len(data)
+            if self.fsync:
+                for active, _ in written:
+                    os.fsync(active.fd)
+        except OSError as error:
+            self._undo(written)
+            raise SinkError(f"cannot write under {self.root}: {error.strerror or error}") from error
+
+    def unready_reason(self) -> str | None:
+        probe = self.root / ".readyz-probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, b"\n")
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+        except OSError as error:
+            return f"cannot write under {self.root}: {error.strerror or error}"
+        return None
+
+    def close(self) -> None:
+        for active in self._files.values():
+            _close_quietly(active.fd, fsync=True)
+        self._files.clear()
+        if self._worker is not None:
+            self._compress_queue.put(None)
+            self._worker.join(timeout=10)
+
+    def _partition(self, records: list[bytes], day: str) -> dict[str, list[bytes]]:
+        if not self._needs_record_fields:
+            return {self.template.format(date=day): records}
+        chunks: dict[str, list[bytes]] = {}
+        for record in records:
+            try:
+                fields = _decode_partition_fields(record)
+            except msgspec.ValidationError:
+                fields = _PartitionFields()
+            partition = self.template.format(
+                date=day,
+                projectId=safe_component(fields.projectId),
+                source=safe_component(fields.source),
+            )
+            if partition.split("/", 1)[0] == REJECTED_PARTITION:
+                partition = "_" + partition
+            chunks.setdefault(partition, []).append(record)
+        return chunks
+
+    def _active_file(self, partition: str, incoming: int) -> _ActiveFile:
+        """The partition's open active file, rotated first when `incoming` would overflow it."""
+        active = self._files.get(partition)
+        if active is not None and not _still_there(active):
+            log.warning("%s was moved or deleted by someone else; opening a new one", active.path)
+            _close_quietly(active.fd)
+            del self._files[partition]
+            active = None
+        if active is None:
+            active = self._open(partition)
+        if active.size and active.size + incoming > self.max_file_bytes:
+            self._rotate(partition)
+            active = self._open(partition)
+        return active
+
+    def _open(self, partition: str) -> _ActiveFile:
+        if not self.root.is_dir():
+            raise FileNotFoundError(2, f"directory {self.root} is missing")
+        directory = self.root / partition
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / ACTIVE_NAME
+        fd = os.open(path, OPEN_FLAGS, 0o644)
+        stat = os.fstat(fd)
+        active = _ActiveFile(path, fd, stat.st_size, (stat.st_dev, stat.st_ino))
+        if active.size:
+            _move_torn_tail(active, self.root / REJECTED_PARTITION)
+        elif self.fsync:
+            _fsync_directory(directory)
+        self._files[partition] = active
+        return active
+
+    def _rotate(self, partition: str) -> None:
+        active = self._files.pop(partition)
+        _close_quietly(active.fd, fsync=True)
+        self._compress_queue.put(_rename_rotated(active.path))
+
+    def _rotate_all(self) -> None:
+        for partition in list(self._files):
+            self._rotate(partition)
+
+    def _rotate_stale_active_files(self) -> None:
+        """Active files left from an earlier day (e.g. a restart after midnight) are rotated."""
+        for path in self._find(lambda name: name == ACTIVE_NAME):
+            stat = path.stat()
+            if stat.st_size == 0:
+                continue
+            if _utc_day(stat.st_mtime) != self._day:
+                _rename_rotated(path)
+
+    def _undo(self, written: Iterable[tuple[_ActiveFile, int]]) -> None:
+        """Cut each file back to its length before this batch; close a file that resists."""
+        for active, size in written:
+            try:
+                os.ftruncate(active.fd, size)
+                active.size = size
+            except OSError as error:
+                log.error("cannot cut %s back after a failed write: %s", active.path, error)
+                _close_quietly(active.fd)
+                self._files = {k: v for k, v in self._files.items() if v is not active}
+
+    def _find(self, wanted: Callable[[str], bool]) -> list[Path]:
+        found: list[Path] = []
+        for directory, _, names in os.walk(self.root):
+            found.extend(Path(directory) / name for name in names if wanted(name))
+        return found
+
+    def _background(self) -> None:
+        """Compress rotated files as they come; prune old files every hour."""
+        next_prune = 0.0
+        while True:
+            if self.keep_days and time.monotonic() >= next_prune:
+                self._prune()
+                next_prune = time.monotonic() + RETENTION_INTERVAL_SECONDS
+            try:
+                rotated = self._compress_queue.get(timeout=60)
+            except queue.Empty:
+                continue
+            if rotated is None:
+                return
+            try:
+                _compress(rotated)
+            except OSError as error:
+                log.error("cannot compress %s (kept as is): %s", rotated, error)
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self.keep_days * 86400
+        for path in self._find(lambda name: name.endswith(".ndjson.gz")):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    log.info("deleted %s (older than %d days)", path, self.keep_days)
+            except OSError as error:
+                log.error("cannot delete %s: %s", path, error)
+
+
+def _utc_day(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+def _still_there(active: _ActiveFile) -> bool:
+    try:
+        stat = os.stat(active.path)
+    except OSError:
+        return False
+    return (stat.st_dev, stat.st_ino) == active.inode
+
+
+def _rename_rotated(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    micros = f"{time.time() % 1:.6f}"[2:]
+    target = path.with_name(f"logs-{stamp}.{micros}Z.ndjson")
+    suffix = 1
+    while target.exists() or target.with_suffix(".ndjson.gz").exists():
+        target = path.with_name(f"logs-{stamp}.{micros}Z-{suffix}.ndjson")
+        suffix += 1
+    os.replace(path, target)
+    return target
+
+
+def _compress(path: Path) -> None:
+    """`x.ndjson` -> `x.ndjson.gz`, durable before the original is removed."""
+    target = path.with_name(path.name + ".gz")
+    partial = path.with_name(path.name + ".gz.partial")
+    with path.open("rb") as source, gzip.open(partial, "wb", compresslevel=6) as sink:
+        shutil.copyfileobj(source, sink, 1024 * 1024)
+    with partial.open("rb") as written:
+        os.fsync(written.fileno())
+    os.replace(partial, target)
+    _fsync_directory(path.parent)
+    path.unlink()
+
+
+def _move_torn_tail(active: _ActiveFile, rejected_dir: Path) -> None:
+    """A file that does not end in a newline was cut mid-write (a crash): move the tail out.
+
+    The file is cut back to its last complete line and the torn bytes are appended, as a
+    reject, to the rejects file (which may be this very file).
+    """
+    with open(active.fd, "rb", closefd=False) as reader:
+        reader.seek(active.size - 1)
+        if reader.read(1) == b"\n":
+            return
+        window = 64 * 1024
+        while True:
+            start = max(0, active.size - window)
+            reader.seek(start)
+            tail = reader.read()
+            if b"\n" in tail or start == 0:
+                break
+            window *= 4
+    cut = start + tail.rfind(b"\n") + 1
+    torn = tail[cut - start :]
+    os.ftruncate(active.fd, cut)
+    rejected_dir.mkdir(parents=True, exist_ok=True)
+    reject_fd = os.open(rejected_dir / ACTIVE_NAME, OPEN_FLAGS, 0o644)
+    try:
+        reason = f"torn line at the end of {active.path.name} (the receiver stopped mid-write)"
+        write_all(reject_fd, reject_line(Reject(reason, torn)) + b"\n")
+        os.fsync(reject_fd)
+    finally:
+        os.close(reject_fd)
+    active.size = os.fstat(active.fd).st_size
+    log.warning("moved a torn last line of %s (%d bytes) to rejected/", active.path, len(torn))
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _close_quietly(fd: int, fsync: bool = False) -> None:
+    if fsync:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)
