@@ -41,7 +41,7 @@ REJECTED_PARTITION = "rejected"
 TEMPLATE_FIELDS = frozenset({"date", "projectId", "source"})
 RECORD_FIELDS = TEMPLATE_FIELDS - {"date"}
 UNSAFE_PATH_CHARACTERS = re.compile(r"[^A-Za-z0-9_.=-]")
-OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 RETENTION_INTERVAL_SECONDS = 3600.0
 
 
@@ -98,6 +98,7 @@ class FileSink:
     _day: str = field(default="", init=False)
     _compress_queue: queue.Queue[Path | None] = field(default_factory=queue.Queue, init=False)
     _worker: threading.Thread | None = field(default=None, init=False)
+    _failed_bytes: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         check_template(self.template)
@@ -124,9 +125,11 @@ class FileSink:
         if batch.rejects:
             chunks[REJECTED_PARTITION] = [reject_line(r, now) for r in batch.rejects]
         written: list[tuple[_ActiveFile, int]] = []
+        total = 0
         try:
             for partition, lines in chunks.items():
                 data = b"\n".join([*lines, b""])
+                total += len(data)
                 active = self._active_file(partition, len(data))
                 written.append((active, active.size))
                 write_all(active.fd, data)
@@ -136,9 +139,21 @@ class FileSink:
                     os.fsync(active.fd)
         except OSError as error:
             self._undo(written)
+            self._failed_bytes = total
             raise SinkError(f"cannot write under {self.root}: {error.strerror or error}") from error
+        self._failed_bytes = 0
 
     def unready_reason(self) -> str | None:
+        """Unready while a probe file cannot be written, or while the last batch that failed
+        would still not fit in the free space (a nearly full disk takes a byte but not a batch)."""
+        if self._failed_bytes:
+            try:
+                stat = os.statvfs(self.root)
+            except OSError as error:
+                return f"cannot write under {self.root}: {error.strerror or error}"
+            free = stat.f_bavail * stat.f_frsize
+            if free < self._failed_bytes:
+                return f"{self.root} has {free} bytes free, the last batch needed {self._failed_bytes}"
         probe = self.root / ".readyz-probe"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
