@@ -220,7 +220,8 @@ def test_unsupported_content_encoding_is_415(server: Receiver) -> None:
 
 def test_records_are_written_exactly_as_sent(server: Receiver) -> None:
     records = [
-        record(13, message="unicode: h\u00e9llo \u2713 \U0001f680 \u4e2d\u6587", futureField={"a": [1, None]}),
+        record(13, message="unicode: h\u00e9llo \u2713 \U0001f680 \u4e2d\u6587",
+               futureField={"a": [1, None]}),
         record(14, message="x" * 256 * 1024),
         record(15, message="line one\nline two\ttabbed \"quoted\" \\ backslash"),
         record(16, big=123456789012345678901234567890, ratio=0.1, neg=-0.0, proxy={
