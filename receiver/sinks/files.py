@@ -93,6 +93,7 @@ class FileSink:
     max_file_bytes: int = 128 * 1024 * 1024
     keep_days: int = 0
     fsync: bool = False
+    clock: Callable[[], float] = time.time
     name: str = "file"
     _files: dict[str, _ActiveFile] = field(default_factory=dict, init=False)
     _day: str = field(default="", init=False)
@@ -106,7 +107,7 @@ class FileSink:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._day = _utc_day(time.time())
+        self._day = _utc_day(self.clock())
         self._rotate_stale_active_files()
         self._worker = threading.Thread(target=self._background, name="file-sink", daemon=True)
         self._worker.start()
@@ -116,7 +117,7 @@ class FileSink:
             self._compress_queue.put(rotated)
 
     def write(self, batch: Batch) -> None:
-        now = time.time()
+        now = self.clock()
         day = _utc_day(now)
         if day != self._day:
             self._rotate_all()
