@@ -230,8 +230,8 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "register"
     args = build_parser(command).parse_args(argv)
     value = {o.dest: resolve(o, args, env) for o in OPTIONS if command in o.commands}
-    api = choice("--api", value["api"] or "integration", [a.value for a in Api])
-    api_url = value["api_url"] or DEFAULT_API_URL
+    api = choice("--api", given_or(value["api"], Api.INTEGRATION.value), [a.value for a in Api])
+    api_url = given_or(value["api_url"], DEFAULT_API_URL)
     try:
         check_url(api_url)
     except InvalidInput as error:
@@ -245,7 +245,7 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         token="",
         team=Team(value["team_id"], value["slug"]),
         url=receiver_url(value["url"], env),
-        timeout=positive_number("--timeout", value["timeout"] or "10"),
+        timeout=positive_number("--timeout", given_or(value["timeout"], "10")),
         json_output=value["json"],
         dry_run=value.get("dry_run", False),
         drain_id=getattr(args, "id", None),
@@ -263,9 +263,9 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
 
 def register_settings(base: Settings, value: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     spec = DrainSpec(
-        name=value["name"] or DEFAULT_NAME,
+        name=given_or(value["name"], DEFAULT_NAME),
         url=base.url,
-        format=value["format"] or "ndjson",
+        format=given_or(value["format"], "ndjson"),
         sources=tuple(value["source"]),
         environments=tuple(value["environment"]),
         project_ids=tuple(value["project_id"]),
@@ -286,6 +286,11 @@ def register_settings(base: Settings, value: Mapping[str, Any], env: Mapping[str
     return dataclasses.replace(
         base, spec=spec, secret_file=secret_file, verify_file=verify_file,
         replace=value["replace"])
+
+
+def given_or(value: str | None, default: str) -> str:
+    """An option's value, or its default when neither the flag nor the variable gave one."""
+    return default if value is None else value
 
 
 def choice(option: str, given: str, allowed: Sequence[str]) -> str:
@@ -316,7 +321,7 @@ def parse_headers(lines: Sequence[str]) -> dict[str, str]:
 
 def receiver_url(given: str | None, env: Mapping[str, str]) -> str:
     """`--url`/`DRAIN_URL`, else the address a hosting platform publishes."""
-    if given:
+    if given is not None:
         return given
     for variable, template in PLATFORM_URLS:
         if env.get(variable, "").strip():
@@ -386,10 +391,15 @@ def run_register(settings: Settings, out: Output) -> int:
             return report_existing(settings, existing, out)
         if settings.dry_run:
             return show_plan(settings, client, existing, out)
-        store_verification_code(client, settings.verify_file, out)
         secret = new_secret()
         older = write_new_secret(settings.secret_file, secret)
-        created = create(client, settings, secret, older)
+        try:
+            store_verification_code(client, settings.verify_file, out)
+            created = create(client, settings, secret)
+        except (UsageError, ApiError) as error:
+            if not getattr(error, "maybe_done", False):
+                take_back_secret(settings.secret_file, secret, older)
+            raise
         report_created(settings, created, older, out)
         return delete_replaced(client, existing, created, out)
 
@@ -465,18 +475,22 @@ def write_new_secret(path: Path, secret: str) -> list[str]:
     return older
 
 
-def create(client: VercelClient, settings: Settings, secret: str, older: list[str]) -> Drain:
+def take_back_secret(path: Path, secret: str, older: list[str]) -> None:
+    """Undo `write_new_secret` when no drain can have been created with `secret`."""
+    if read_secrets(path)[:1] == [secret]:
+        write_secrets(path, older)
+
+
+def create(client: VercelClient, settings: Settings, secret: str) -> Drain:
     assert settings.spec is not None
     try:
         return client.create_drain(create_body(settings.api, settings.spec, secret))
     except ApiError as error:
-        if error.maybe_done:
-            raise ApiError(f"{error} The drain may have been created anyway: check with "
-                           f"`python {PROG} list`; its secret stays in {settings.secret_file}."
-                           ) from None
-        if read_secrets(settings.secret_file)[:1] == [secret]:
-            write_secrets(settings.secret_file, older)  # the new secret was never used
-        raise
+        if not error.maybe_done:
+            raise
+        raise ApiError(f"{error} The drain may have been created anyway: check with "
+                       f"`python {PROG} list`; its secret stays in {settings.secret_file}.",
+                       maybe_done=True) from None
 
 
 def report_created(settings: Settings, drain: Drain, older: list[str], out: Output) -> None:
