@@ -2,7 +2,8 @@
 
 The Kubernetes and compose checks render and parse the files and always run (a few seconds).
 The container checks build the image with podman and run it; they are slow, so they run only in
-CI (`CI=true`) or when `DRAIN_CONTAINER_TESTS=1`. Run them with `-rP` to see the image size.
+CI (`CI=true`) or when `DRAIN_CONTAINER_TESTS=1`; they build the image from this working tree,
+or use the one named by `DRAIN_TEST_IMAGE`. Run them with `-rP` to see the image size.
 """
 
 from __future__ import annotations
@@ -384,6 +385,10 @@ def image() -> str:
     assert setup.is_file(), f"{setup} is missing: it makes podman usable here"
     prepared = subprocess.run(["bash", str(setup)], capture_output=True, text=True, timeout=900)
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    given = os.environ.get("DRAIN_TEST_IMAGE")
+    if given:  # an image built already, e.g. by an earlier CI step
+        podman("image", "exists", given)
+        return given
     # As ../shared/CONTAINERS.md says, plus `--format docker`: the OCI format drops HEALTHCHECK.
     built = subprocess.run(
         ["podman", "build", "--isolation", "chroot", "-v", "/etc/ssl/certs:/etc/ssl/certs:ro",
@@ -539,6 +544,42 @@ def test_deliveries_come_out_on_stdout_and_in_the_file_sink(served: Container) -
 
 
 @container_tests
+def test_register_in_the_image_hands_its_secret_to_the_running_receiver(
+    image: str, served: Container,
+) -> None:
+    """The compose `register` service: register.py in a second container on the same volume
+    writes a fresh secret and the verify code; the running receiver takes both, no restart."""
+    from tests.fake_vercel import PERSONAL_TOKEN, fake_vercel
+
+    assert served.volume_dir is not None
+    before = (served.volume_dir / "drain-secret").read_text().split()
+    with fake_vercel() as api:
+        run = podman(
+            "run", "--rm", "--read-only", "--read-only-tmpfs=false",
+            "-v", f"{served.name}:/data",
+            "-e", f"VERCEL_TOKEN={PERSONAL_TOKEN}", "-e", f"VERCEL_API_URL={api.url}",
+            "-e", "DRAIN_API=drains", "-e", "DRAIN_URL=https://drain.example.com/",
+            image, "python", "register.py", check=False, timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        (created,) = api.secrets.values()
+        code = api.verification_code
+    assert created and created not in run.stdout + run.stderr
+    assert (served.volume_dir / "drain-secret").read_text().split() == [created, *before]
+    assert (served.volume_dir / "drain-verify").read_text().strip() == code
+
+    handshake = httpx.post(served.url + "/", content=b"{}", timeout=10)
+    assert handshake.status_code == 200 and handshake.headers["x-vercel-verify"] == code
+    batch = records(2)
+    body = json.dumps(batch).encode()
+    for secret, expected in ((created, 200), (before[0], 200), ("wrong", 403)):
+        response = httpx.post(served.url + "/", content=body, timeout=30,
+                              headers={"x-vercel-signature": sign(body, secret)})
+        assert response.status_code == expected, response.text
+    assert ids_in(served.stdout())[-4:] == [r["id"] for r in batch] * 2
+
+
+@container_tests
 def test_served_container_stops_cleanly_on_sigterm(served: Container) -> None:
     began = time.monotonic()
     podman("stop", "--time", "30", served.name, timeout=60)
@@ -549,7 +590,7 @@ def test_served_container_stops_cleanly_on_sigterm(served: Container) -> None:
     assert took < 15, f"stopping took {took:.1f}s"
     assert served.volume_dir is not None
     written = "".join(f.read_text() for f in (served.volume_dir / "logs").rglob("*.ndjson"))
-    assert len(ids_in(written)) == 7, "the files are whole after the stop"
+    assert len(ids_in(written)) == 11, "the files are whole after the stop"
 
 
 @container_tests
