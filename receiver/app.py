@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.delivery import Limits, deliver, json_response
+from receiver import metrics
+from receiver.dedupe import RecentIds
+from receiver.delivery import Drain, Limits, deliver, json_response
 from receiver.protocol import VERIFY_HEADER
 from receiver.secret_file import WatchedLines
-from receiver.settings import Settings
+from receiver.settings import Settings, settings_from_environment
 from receiver.sinks import Sink
 from receiver.sinks.files import FileSink
 from receiver.sinks.stdout import StdoutSink
@@ -25,27 +27,6 @@ log = logging.getLogger("receiver")
 DRAIN_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-@dataclass
-class Drain:
-    """What a request needs: where secrets and the verify code come from, and the sinks."""
-
-    sinks: list[Sink]
-    limits: Limits
-    env_secrets: tuple[str, ...]
-    secret_file: WatchedLines
-    verify_token: str | None
-    verify_file: WatchedLines
-
-    def secrets(self) -> list[bytes]:
-        return [s.encode() for s in (*self.env_secrets, *self.secret_file.current())]
-
-    def verify_code(self) -> str | None:
-        if self.verify_token:
-            return self.verify_token
-        codes = self.verify_file.current()
-        return codes[0] if codes else None
-
-
 def build_sinks(settings: Settings) -> list[Sink]:
     sinks: list[Sink] = []
     for name in settings.sinks:
@@ -53,30 +34,37 @@ def build_sinks(settings: Settings) -> list[Sink]:
             sinks.append(FileSink(settings.dir, settings.path_template, settings.max_file_bytes,
                                   settings.keep_days, settings.fsync))
         else:
-            sinks.append(StdoutSink(fsync=settings.fsync))
+            sinks.append(StdoutSink(fsync=settings.fsync, lock_path=settings.stdout_lock))
     return sinks
 
 
 def create_app(settings: Settings) -> Starlette:
     drain = Drain(
         sinks=build_sinks(settings),
-        limits=Limits(settings.max_body_bytes, settings.max_decompressed_bytes),
+        limits=Limits(settings.max_body_bytes, settings.max_decompressed_bytes,
+                      settings.max_inflight_bytes, settings.body_timeout),
         env_secrets=settings.secrets,
         secret_file=WatchedLines(settings.secret_file),
-        verify_token=settings.verify_token,
-        verify_file=WatchedLines(settings.verify_file),
+        recent_ids=RecentIds(settings.dedupe_window) if settings.dedupe_window > 0 else None,
     )
+    verify_file = WatchedLines(settings.verify_file)
+
+    def verify_code() -> str | None:
+        if settings.verify_token:
+            return settings.verify_token
+        codes = verify_file.current()
+        return codes[0] if codes else None
 
     async def drain_endpoint(request: Request) -> Response:
         if request.method == "POST":
-            response = await deliver(request, drain.secrets(), drain.sinks, drain.limits)
+            response = await deliver(request, drain)
         elif request.method in ("GET", "HEAD"):
             response = json_response(200, {"service": "vercel-drain-receiver"})
         else:
             response = json_response(405, {"code": "method_not_allowed",
                                            "error": "use POST for deliveries"},
                                      {"allow": "GET, HEAD, POST"})
-        code = drain.verify_code()
+        code = verify_code()
         if code:
             response.headers[VERIFY_HEADER] = code
         return response
@@ -90,24 +78,34 @@ def create_app(settings: Settings) -> Starlette:
             return json_response(503, {"status": "unready", "problems": problems})
         return json_response(200, {"status": "ready"})
 
+    async def metrics_page(request: Request) -> Response:
+        content, content_type = metrics.exposition()
+        return Response(content, media_type=content_type)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for sink in drain.sinks:
             sink.start()
-        log.info("ready: sinks %s; %d secrets accepted", ", ".join(settings.sinks),
-                 len(drain.secrets()))
+        log.info("worker %d ready: sinks %s; %d secrets accepted", os.getpid(),
+                 ", ".join(settings.sinks), len(drain.secrets()))
         try:
             yield
         finally:
             for sink in drain.sinks:
                 sink.close()
-            log.info("sinks flushed and closed")
+            log.info("worker %d: sinks flushed and closed", os.getpid())
 
     return Starlette(
         routes=[
             Route("/", drain_endpoint, methods=DRAIN_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+
+
+def app_from_environment() -> Starlette:
+    """The app of a worker process started by `--workers N` (settings come from the supervisor)."""
+    return create_app(settings_from_environment())

@@ -9,11 +9,9 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-import uvicorn
-
-from receiver.app import create_app
 from receiver.logs import logging_config
 from receiver.secret_file import new_secret, read_secrets, write_secrets
+from receiver.server import serve
 from receiver.settings import Settings, load_settings
 
 log = logging.getLogger("receiver")
@@ -35,7 +33,7 @@ def ensure_secret(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(argv)
-    config = logging_config(settings.log_level, settings.access_log)
+    config = logging_config(settings.log_level, settings.log_format, settings.access_log)
     logging.config.dictConfig(config)
     try:
         ensure_secret(settings)
@@ -44,15 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "writable path, or DRAIN_SECRET.", settings.secret_file, error)
         return EXIT_USAGE
     _exit_cleanly_on(signal.SIGTERM, signal.SIGINT)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=config,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-        server_header=False,
-    )
+    serve(settings, config)
     return 0
 
 

@@ -1,22 +1,27 @@
 """The hot path: request -> verify -> decode -> records -> sinks -> acknowledge.
 
 Every way a delivery can be refused is a `Refusal` with the status Vercel should see: 4xx for a
-request that must not be retried as is, 503 when the receiver could not write and Vercel should
-try again. A 200 is sent only once every sink has written every record of the batch.
+request that must not be retried as is, 503 when the receiver could not take or write it and
+Vercel should try again. A 200 is sent only once every sink has written every record.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver import metrics
 from receiver.decode import BadGzip, Batch, BodyTooLarge, gunzip, split_records
+from receiver.dedupe import RecentIds
 from receiver.protocol import SIGNATURE_HEADER, content_encoding, is_handshake, signature_matches
+from receiver.secret_file import WatchedLines
 from receiver.sinks import Sink, SinkError
 
 log = logging.getLogger("receiver")
@@ -40,49 +45,93 @@ class Refusal(Exception):
 class Limits:
     body_bytes: int
     decompressed_bytes: int
+    inflight_bytes: int
+    body_seconds: float
 
 
-async def deliver(
-    request: Request, secrets: Sequence[bytes], sinks: Sequence[Sink], limits: Limits
-) -> Response:
-    """Handle one `POST /` from Vercel."""
+@dataclass
+class Drain:
+    """Everything a delivery needs: secrets, sinks, limits, and the dedupe window if any."""
+
+    sinks: list[Sink]
+    limits: Limits
+    env_secrets: tuple[str, ...]
+    secret_file: WatchedLines
+    recent_ids: RecentIds | None = None
+    inflight_bytes: int = field(default=0, init=False)
+
+    def secrets(self) -> list[bytes]:
+        return [s.encode() for s in (*self.env_secrets, *self.secret_file.current())]
+
+
+async def deliver(request: Request, drain: Drain) -> Response:
+    """Handle one `POST /` from Vercel, and count it."""
+    started = time.perf_counter()
     try:
-        gzipped = _is_gzipped(request.headers.get("content-encoding"))
-        body = await read_body(request, limits.body_bytes)
-        claimed = request.headers.get(SIGNATURE_HEADER)
-        if claimed is None:
-            if is_handshake(_unsigned_peek(body, gzipped)):
-                return json_response(200, {"accepted": 0, "rejected": 0})
-            raise Refusal(403, "missing_signature",
-                          f"{SIGNATURE_HEADER} header is missing; only Vercel's signed "
-                          "deliveries and its {} endpoint check are accepted")
-        payload = verified_payload(body, claimed, gzipped, secrets, limits.decompressed_bytes)
-        batch = split_records(payload) if not is_handshake(payload) else Batch()
-        write_batch(batch, sinks)
+        response = await _deliver(request, drain)
     except Refusal as refusal:
         client = request.client.host if request.client else "-"
         log.warning("refused a delivery from %s: %d %s", client, refusal.status, refusal.message)
-        return refusal.response()
+        response = refusal.response()
+    metrics.DELIVERIES.labels(response.status_code).inc()
+    metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+    return response
+
+
+async def _deliver(request: Request, drain: Drain) -> Response:
+    gzipped = _is_gzipped(request.headers.get("content-encoding"))
+    body = await read_body(request, drain)
+    metrics.RECEIVED_BYTES.labels("wire").inc(len(body))
+    claimed = request.headers.get(SIGNATURE_HEADER)
+    if claimed is None:
+        if is_handshake(_unsigned_peek(body, gzipped)):
+            return json_response(200, {"accepted": 0, "rejected": 0})
+        metrics.SIGNATURE_FAILURES.labels("missing").inc()
+        raise Refusal(403, "missing_signature", f"{SIGNATURE_HEADER} header is missing; only Vercel's "
+                      "signed deliveries and its {} endpoint check are accepted")
+    payload = verified_payload(body, claimed, gzipped, drain.secrets(), drain.limits.decompressed_bytes)
+    metrics.RECEIVED_BYTES.labels("decompressed").inc(len(payload))
+    batch = split_records(payload) if not is_handshake(payload) else Batch()
+    duplicates = write_batch(batch, drain)
     if batch.rejects:
         log.warning("kept %d rejected records of a delivery aside (first: %s)",
                     len(batch.rejects), batch.rejects[0].reason)
-    return json_response(200, {"accepted": len(batch.records), "rejected": len(batch.rejects)})
+    answer = {"accepted": len(batch.records), "rejected": len(batch.rejects)}
+    if duplicates:
+        answer["duplicates"] = duplicates
+    return json_response(200, answer)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to pass `limit` bytes."""
+async def read_body(request: Request, drain: Drain) -> bytes:
+    """The whole body, within the size limit, the time limit and the process's memory budget.
+
+    413 as soon as the body is known to pass `--max-body-bytes`; 408 when it takes longer than
+    `--body-timeout` to arrive (a slow upload must not hold memory forever); 503 when the bodies
+    being read at once would pass `--max-inflight-bytes`, so a flood cannot exhaust memory.
+    """
+    limits = drain.limits
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise Refusal(413, "body_too_large", f"body is larger than {limit} bytes; "
-                      "raise --max-body-bytes if such batches are expected")
+    expected = int(declared) if declared.isdigit() else 0
+    if expected > limits.body_bytes:
+        raise _too_large(limits.body_bytes)
+    reserved = 0
     chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refusal(413, "body_too_large", f"body is larger than {limit} bytes; "
-                          "raise --max-body-bytes if such batches are expected")
-        chunks.append(chunk)
+    try:
+        reserved = _reserve(drain, expected)
+        with anyio.fail_after(limits.body_seconds):
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limits.body_bytes:
+                    raise _too_large(limits.body_bytes)
+                if size > reserved:
+                    reserved += _reserve(drain, size - reserved)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refusal(408, "body_timeout", f"the body did not arrive within {limits.body_seconds:g} s; "
+                      "raise --body-timeout for slow links") from None
+    finally:
+        drain.inflight_bytes -= reserved
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -96,23 +145,49 @@ def verified_payload(
         payload = _inflate(body, limit)
         if signature_matches(payload, claimed, secrets):
             return payload
+    metrics.SIGNATURE_FAILURES.labels("invalid").inc()
     raise Refusal(403, "invalid_signature", "signature didn't match")
 
 
-def write_batch(batch: Batch, sinks: Sequence[Sink]) -> None:
-    """Hand the batch to every sink; the first that fails turns the answer into a 503."""
-    for sink in sinks:
+def write_batch(batch: Batch, drain: Drain) -> int:
+    """Hand the batch to every sink (the first failure is a 503); returns duplicates dropped."""
+    now = time.time()
+    fresh_ids: list[str] = []
+    duplicates = 0
+    if drain.recent_ids is not None and batch.records:
+        batch.records, fresh_ids, duplicates = drain.recent_ids.split(batch.records, now)
+    for sink in drain.sinks:
         try:
             sink.write(batch)
         except SinkError as error:
+            metrics.SINK_WRITE_ERRORS.labels(sink.name).inc()
             log.error("%s sink could not write a batch of %d records: %s",
                       sink.name, len(batch.records), error)
             message = f"the {sink.name} sink could not write the records; retry later"
             raise Refusal(503, "sink_unavailable", message) from None
+    if drain.recent_ids is not None:
+        drain.recent_ids.remember(fresh_ids, now)
+        metrics.DUPLICATES_DROPPED.inc(duplicates)
+    metrics.RECORDS_ACCEPTED.inc(len(batch.records))
+    metrics.RECORDS_REJECTED.inc(len(batch.rejects))
+    metrics.LAST_WRITE_TIMESTAMP.set(now)
+    return duplicates
 
 
 def json_response(status: int, content: object, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status, headers, media_type="application/json")
+
+
+def _reserve(drain: Drain, size: int) -> int:
+    if drain.inflight_bytes + size > drain.limits.inflight_bytes:
+        raise Refusal(503, "busy", "too many bytes in flight; retry later")
+    drain.inflight_bytes += size
+    return size
+
+
+def _too_large(limit: int) -> Refusal:
+    return Refusal(413, "body_too_large",
+                   f"body is larger than {limit} bytes; raise --max-body-bytes if such batches are expected")
 
 
 def _is_gzipped(header: str | None) -> bool:

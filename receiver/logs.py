@@ -6,6 +6,8 @@ import logging
 import time
 from typing import Any
 
+import orjson
+
 
 class UTCFormatter(logging.Formatter):
     converter = time.gmtime
@@ -15,7 +17,22 @@ class UTCFormatter(logging.Formatter):
         return f"{stamp}.{int(record.msecs):03d}Z"
 
 
-def logging_config(level: str, access_log: bool) -> dict[str, Any]:
+class JSONFormatter(UTCFormatter):
+    """One JSON object a line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def logging_config(level: str, log_format: str, access_log: bool) -> dict[str, Any]:
     """A `logging.config.dictConfig` for our loggers and uvicorn's, all to stderr."""
     level = level.upper()
     return {
@@ -26,11 +43,12 @@ def logging_config(level: str, access_log: bool) -> dict[str, Any]:
                 "()": UTCFormatter,
                 "fmt": "%(asctime)s %(levelname)s %(name)s: %(message)s",
             },
+            "json": {"()": JSONFormatter},
         },
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
-                "formatter": "plain",
+                "formatter": log_format,
                 "stream": "ext://sys.stderr",
             },
         },

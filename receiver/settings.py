@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -18,6 +20,8 @@ from receiver.secret_file import (
 from receiver.sinks.files import check_template
 
 SINK_NAMES = ("stdout", "file")
+LOG_FORMATS = ("plain", "json")
+WORKER_SETTINGS_ENV = "DRAIN_WORKER_SETTINGS"
 MIB = 1024 * 1024
 SIZE_UNITS = {"": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": MIB, "mb": 1000**2, "mib": MIB,
               "g": 1024**3, "gb": 1000**3, "gib": 1024**3}
@@ -35,9 +39,17 @@ class Settings:
     fsync: bool = False
     max_file_bytes: int = 128 * MIB
     keep_days: int = 0
+    workers: int = 1
+    dedupe_window: float = 0.0
+    max_inflight_bytes: int = 512 * MIB
+    max_connections: int = 1000
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
     log_level: str = "info"
+    log_format: str = "plain"
     access_log: bool = False
     shutdown_timeout: float = 25.0
+    stdout_lock: Path | None = None
     secrets: tuple[str, ...] = ()
     secret_file: Path = Path("drain-secret")
     verify_token: str | None = None
@@ -125,9 +137,23 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
            "rotate an active file before it grows past this size", type=parse_size)
     option("--keep-days", "DRAIN_KEEP_DAYS", defaults.keep_days,
            "delete rotated files older than this many days (0 keeps everything)", type=int)
+    option("--workers", "DRAIN_WORKERS", defaults.workers,
+           "worker processes serving the one port", type=int)
+    option("--dedupe-window", "DRAIN_DEDUPE_WINDOW", defaults.dedupe_window,
+           "drop records whose id this worker wrote in the last N seconds (0: off)", type=float)
+    option("--max-inflight-bytes", "DRAIN_MAX_INFLIGHT_BYTES", "512MiB",
+           "bodies being received at once, per worker, before answering 503", type=parse_size)
+    option("--max-connections", "DRAIN_MAX_CONNECTIONS", defaults.max_connections,
+           "open connections per worker before answering 503", type=int)
+    option("--header-timeout", "DRAIN_HEADER_TIMEOUT", defaults.header_timeout,
+           "seconds a connection gets to send a request's headers before it is closed", type=float)
+    option("--body-timeout", "DRAIN_BODY_TIMEOUT", defaults.body_timeout,
+           "seconds a request gets to send its body before a 408", type=float)
     option("--log-level", "DRAIN_LOG_LEVEL", defaults.log_level,
            "level of the service's own logs on stderr",
            choices=("debug", "info", "warning", "error"))
+    option("--log-format", "DRAIN_LOG_FORMAT", defaults.log_format,
+           "the service's own logs as plain lines or JSON objects", choices=LOG_FORMATS)
     option("--access-log", "DRAIN_ACCESS_LOG", "false", "log every request on stderr",
            type=parse_bool, nargs="?", const="true")
     option("--shutdown-timeout", "DRAIN_SHUTDOWN_TIMEOUT", defaults.shutdown_timeout,
@@ -146,6 +172,8 @@ def load_settings(
         sinks = parse_sinks(getattr(args, "sink", None) or [env.get("DRAIN_SINK") or "stdout"])
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
+    if args.workers < 1 or args.max_connections < 1:
+        parser.error("--workers and --max-connections must be at least 1")
     for name in ("fsync", "access_log"):
         if isinstance(getattr(args, name), str):
             setattr(args, name, parse_bool(getattr(args, name)))
@@ -160,7 +188,14 @@ def load_settings(
         fsync=args.fsync,
         max_file_bytes=args.max_file_bytes,
         keep_days=args.keep_days,
+        workers=args.workers,
+        dedupe_window=args.dedupe_window,
+        max_inflight_bytes=args.max_inflight_bytes,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         log_level=args.log_level,
+        log_format=args.log_format,
         access_log=args.access_log,
         shutdown_timeout=args.shutdown_timeout,
         secrets=tuple(s.strip() for s in env.get("DRAIN_SECRET", "").split(",") if s.strip()),
@@ -168,3 +203,20 @@ def load_settings(
         verify_token=env.get("DRAIN_VERIFY_TOKEN", "").strip() or None,
         verify_file=verify_path_from_env(env),
     )
+
+
+def settings_to_environment(settings: Settings) -> str:
+    """The settings as one string, for worker processes started by `--workers`."""
+    return json.dumps({k: v if not isinstance(v, Path) else str(v)
+                       for k, v in dataclasses.asdict(settings).items()})
+
+
+def settings_from_environment(env: Mapping[str, str] | None = None) -> Settings:
+    raw = json.loads((os.environ if env is None else env)[WORKER_SETTINGS_ENV])
+    for field in dataclasses.fields(Settings):
+        value = raw.get(field.name)
+        if value is not None and field.name in ("dir", "secret_file", "verify_file", "stdout_lock"):
+            raw[field.name] = Path(value)
+        elif isinstance(value, list):
+            raw[field.name] = tuple(value)
+    return Settings(**raw)

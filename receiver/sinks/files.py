@@ -8,6 +8,8 @@ Layout under `root`:
     rejected/logs.ndjson                             rejects, one JSON line each, same rotation
 
 `<partition>` comes from the path template (default `{date}`, the UTC day the batch arrived).
+With `--workers N` every worker process owns its own files (`logs-w1.ndjson`, ...), claimed by
+a lock on `.worker-<n>.lock`, so no two processes ever append to, cut back or rotate one file.
 A batch is written with one `write` per file and the file is cut back to its previous length if
 that write fails, so a file never holds a torn line. Rotation renames the active file and
 leaves compression and retention to a background thread, off the request path.
@@ -16,6 +18,7 @@ leaves compression and retention to a background thread, off the request path.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import logging
 import os
@@ -30,19 +33,40 @@ from pathlib import Path
 
 import msgspec
 
+from receiver import metrics
 from receiver.decode import Batch, Reject
 from receiver.sinks import SinkError, reject_line, write_all
 
 log = logging.getLogger("receiver.files")
 
-ACTIVE_NAME = "logs.ndjson"
-ROTATED_PATTERN = re.compile(r"^logs-\d{8}T\d{6}\.\d{6}Z(-\d+)?\.ndjson$")
 REJECTED_PARTITION = "rejected"
 TEMPLATE_FIELDS = frozenset({"date", "projectId", "source"})
 RECORD_FIELDS = TEMPLATE_FIELDS - {"date"}
 UNSAFE_PATH_CHARACTERS = re.compile(r"[^A-Za-z0-9_.=-]")
 OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class FileNames:
+    """The names of one worker's files; worker 0 keeps the plain `logs` stem."""
+
+    stem: str
+
+    @classmethod
+    def for_slot(cls, slot: int) -> FileNames:
+        return cls("logs" if slot == 0 else f"logs-w{slot}")
+
+    @property
+    def active(self) -> str:
+        return f"{self.stem}.ndjson"
+
+    def rotated(self, stamp: str, suffix: int) -> str:
+        return f"{self.stem}-{stamp}{f'-{suffix}' if suffix else ''}.ndjson"
+
+    def is_rotated(self, name: str, extension: str = ".ndjson") -> bool:
+        pattern = rf"{re.escape(self.stem)}-\d{{8}}T\d{{6}}\.\d{{6}}Z(-\d+)?{re.escape(extension)}"
+        return re.fullmatch(pattern, name) is not None
 
 
 class _PartitionFields(msgspec.Struct):
@@ -100,6 +124,9 @@ class FileSink:
     _compress_queue: queue.Queue[Path | None] = field(default_factory=queue.Queue, init=False)
     _worker: threading.Thread | None = field(default=None, init=False)
     _failed_bytes: int = field(default=0, init=False)
+    _slot: int = field(default=0, init=False)
+    _slot_fd: int | None = field(default=None, init=False)
+    _names: FileNames = field(default=FileNames("logs"), init=False)
 
     def __post_init__(self) -> None:
         check_template(self.template)
@@ -107,13 +134,15 @@ class FileSink:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._slot, self._slot_fd = _claim_slot(self.root)
+        self._names = FileNames.for_slot(self._slot)
         self._day = _utc_day(self.clock())
         self._rotate_stale_active_files()
         self._worker = threading.Thread(target=self._background, name="file-sink", daemon=True)
         self._worker.start()
-        for partial in self._find(lambda name: name.endswith(".gz.partial")):
+        for partial in self._find(lambda name: self._names.is_rotated(name, ".ndjson.gz.partial")):
             partial.unlink()
-        for rotated in self._find(lambda name: ROTATED_PATTERN.match(name) is not None):
+        for rotated in self._find(self._names.is_rotated):
             self._compress_queue.put(rotated)
 
     def write(self, batch: Batch) -> None:
@@ -143,6 +172,7 @@ class FileSink:
             self._failed_bytes = total
             raise SinkError(f"cannot write under {self.root}: {error.strerror or error}") from error
         self._failed_bytes = 0
+        metrics.ACTIVE_FILE_BYTES.set(sum(active.size for active in self._files.values()))
 
     def unready_reason(self) -> str | None:
         """Unready while a probe file cannot be written, or while the last batch that failed
@@ -155,7 +185,7 @@ class FileSink:
             free = stat.f_bavail * stat.f_frsize
             if free < self._failed_bytes:
                 return f"{self.root} has {free} bytes free, the last batch needed {self._failed_bytes}"
-        probe = self.root / ".readyz-probe"
+        probe = self.root / f".readyz-probe-{self._slot}"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
@@ -174,6 +204,8 @@ class FileSink:
         if self._worker is not None:
             self._compress_queue.put(None)
             self._worker.join(timeout=10)
+        if self._slot_fd is not None:
+            os.close(self._slot_fd)
 
     def _partition(self, records: list[bytes], day: str) -> dict[str, list[bytes]]:
         if not self._needs_record_fields:
@@ -214,12 +246,12 @@ class FileSink:
             raise FileNotFoundError(2, f"directory {self.root} is missing")
         directory = self.root / partition
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / ACTIVE_NAME
+        path = directory / self._names.active
         fd = os.open(path, OPEN_FLAGS, 0o644)
         stat = os.fstat(fd)
         active = _ActiveFile(path, fd, stat.st_size, (stat.st_dev, stat.st_ino))
         if active.size:
-            _move_torn_tail(active, self.root / REJECTED_PARTITION)
+            _move_torn_tail(active, self.root / REJECTED_PARTITION / self._names.active)
         elif self.fsync:
             _fsync_directory(directory)
         self._files[partition] = active
@@ -228,7 +260,7 @@ class FileSink:
     def _rotate(self, partition: str) -> None:
         active = self._files.pop(partition)
         _close_quietly(active.fd, fsync=True)
-        self._compress_queue.put(_rename_rotated(active.path))
+        self._compress_queue.put(self._rename_rotated(active.path))
 
     def _rotate_all(self) -> None:
         for partition in list(self._files):
@@ -236,12 +268,22 @@ class FileSink:
 
     def _rotate_stale_active_files(self) -> None:
         """Active files left from an earlier day (e.g. a restart after midnight) are rotated."""
-        for path in self._find(lambda name: name == ACTIVE_NAME):
+        for path in self._find(lambda name: name == self._names.active):
             stat = path.stat()
-            if stat.st_size == 0:
-                continue
-            if _utc_day(stat.st_mtime) != self._day:
-                _rename_rotated(path)
+            if stat.st_size and _utc_day(stat.st_mtime) != self._day:
+                self._rename_rotated(path)
+
+    def _rename_rotated(self, path: Path) -> Path:
+        """Rename an active file to its rotated name (a UTC timestamp), for compression."""
+        now = time.time()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+        suffix = 0
+        target = path.with_name(self._names.rotated(stamp, suffix))
+        while target.exists() or target.with_name(target.name + ".gz").exists():
+            suffix += 1
+            target = path.with_name(self._names.rotated(stamp, suffix))
+        os.replace(path, target)
+        return target
 
     def _undo(self, written: Iterable[tuple[_ActiveFile, int]]) -> None:
         """Cut each file back to its length before this batch; close a file that resists."""
@@ -264,7 +306,7 @@ class FileSink:
         """Compress rotated files as they come; prune old files every hour."""
         next_prune = 0.0
         while True:
-            if self.keep_days and time.monotonic() >= next_prune:
+            if self.keep_days and self._slot == 0 and time.monotonic() >= next_prune:
                 self._prune()
                 next_prune = time.monotonic() + RETENTION_INTERVAL_SECONDS
             try:
@@ -301,16 +343,18 @@ def _still_there(active: _ActiveFile) -> bool:
     return (stat.st_dev, stat.st_ino) == active.inode
 
 
-def _rename_rotated(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    micros = f"{time.time() % 1:.6f}"[2:]
-    target = path.with_name(f"logs-{stamp}.{micros}Z.ndjson")
-    suffix = 1
-    while target.exists() or target.with_suffix(".ndjson.gz").exists():
-        target = path.with_name(f"logs-{stamp}.{micros}Z-{suffix}.ndjson")
-        suffix += 1
-    os.replace(path, target)
-    return target
+def _claim_slot(root: Path) -> tuple[int, int]:
+    """The lowest worker slot no live process holds, and the open lock file that holds it."""
+    slot = 0
+    while True:
+        fd = os.open(root / f".worker-{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            slot += 1
+            continue
+        return slot, fd
 
 
 def _compress(path: Path) -> None:
@@ -326,7 +370,7 @@ def _compress(path: Path) -> None:
     path.unlink()
 
 
-def _move_torn_tail(active: _ActiveFile, rejected_dir: Path) -> None:
+def _move_torn_tail(active: _ActiveFile, rejects_path: Path) -> None:
     """A file that does not end in a newline was cut mid-write (a crash): move the tail out.
 
     The file is cut back to its last complete line and the torn bytes are appended, as a
@@ -347,8 +391,8 @@ def _move_torn_tail(active: _ActiveFile, rejected_dir: Path) -> None:
     cut = start + tail.rfind(b"\n") + 1
     torn = tail[cut - start :]
     os.ftruncate(active.fd, cut)
-    rejected_dir.mkdir(parents=True, exist_ok=True)
-    reject_fd = os.open(rejected_dir / ACTIVE_NAME, OPEN_FLAGS, 0o644)
+    rejects_path.parent.mkdir(parents=True, exist_ok=True)
+    reject_fd = os.open(rejects_path, OPEN_FLAGS, 0o644)
     try:
         reason = f"torn line at the end of {active.path.name} (the receiver stopped mid-write)"
         write_all(reject_fd, reject_line(Reject(reason, torn)) + b"\n")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from receiver.decode import Batch
 from receiver.sinks import SinkError, reject_line, write_all
@@ -18,19 +20,33 @@ STDERR_FD = 2
 class StdoutSink:
     """Writes each batch with one `write` to stdout, so lines of concurrent batches never mix.
 
-    With `fsync`, stdout is also fsynced when it is a file (a pipe or terminal cannot be).
+    Worker processes share one stdout, where a large write to a pipe is not atomic, so with
+    `--workers` each batch is written under an exclusive lock on `lock_path`. With `fsync`,
+    stdout is also fsynced when it is a file (a pipe or terminal cannot be).
     """
 
     fsync: bool = False
+    lock_path: Path | None = None
     name: str = "stdout"
+    _lock_fd: int | None = field(default=None, init=False)
 
     def start(self) -> None:
         os.set_blocking(STDOUT_FD, True)
+        if self.lock_path is not None:
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def write(self, batch: Batch) -> None:
         try:
             if batch.records:
-                write_all(STDOUT_FD, b"\n".join([*batch.records, b""]))
+                data = b"\n".join([*batch.records, b""])
+                if self._lock_fd is None:
+                    write_all(STDOUT_FD, data)
+                else:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                    try:
+                        write_all(STDOUT_FD, data)
+                    finally:
+                        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             if batch.rejects:
                 write_all(STDERR_FD, b"".join(reject_line(r) + b"\n" for r in batch.rejects))
             if self.fsync:
@@ -48,6 +64,8 @@ class StdoutSink:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             _fsync_if_file(STDOUT_FD)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
 
 
 def _fsync_if_file(fd: int) -> None:

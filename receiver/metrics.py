@@ -1,0 +1,59 @@
+"""Prometheus metrics, correct with one process or several (prometheus-client's multiprocess mode).
+
+With `--workers N` the supervisor sets `PROMETHEUS_MULTIPROC_DIR` before the workers start, so
+each worker keeps its numbers in files there and `/metrics`, answered by any worker, adds up
+every worker's files.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+DELIVERIES = Counter("drain_deliveries", "Deliveries answered, by HTTP status", ["status"])
+RECORDS_ACCEPTED = Counter("drain_records_accepted", "Records written by every sink")
+RECORDS_REJECTED = Counter("drain_records_rejected", "Records kept aside as rejects")
+DUPLICATES_DROPPED = Counter(
+    "drain_duplicate_records_dropped", "Records dropped because their id was written recently"
+)
+RECEIVED_BYTES = Counter(
+    "drain_received_bytes", "Delivery bytes, as sent (wire) and after gzip (decompressed)", ["stage"]
+)
+SIGNATURE_FAILURES = Counter(
+    "drain_signature_failures", "Deliveries refused for a missing or wrong signature", ["reason"]
+)
+SINK_WRITE_ERRORS = Counter("drain_sink_write_errors", "Batches a sink could not write", ["sink"])
+REQUEST_SECONDS = Histogram(
+    "drain_request_duration_seconds",
+    "Time from the request's start to the answer of a delivery",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+ACTIVE_FILE_BYTES = Gauge(
+    "drain_active_file_bytes", "Bytes in the file sink's active files", multiprocess_mode="livesum"
+)
+LAST_WRITE_TIMESTAMP = Gauge(
+    "drain_last_write_timestamp_seconds",
+    "Unix time of the last batch every sink wrote",
+    multiprocess_mode="max",
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page and its content type, for this process or for all worker processes."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

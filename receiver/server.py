@@ -1,0 +1,89 @@
+"""Running the app under uvicorn: one process, or a supervisor and `--workers` processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from receiver import metrics
+from receiver.app import create_app
+from receiver.settings import WORKER_SETTINGS_ENV, Settings, settings_to_environment
+
+HEADER_TIMEOUT_ENV = "DRAIN_HEADER_TIMEOUT"
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _BaseProtocol
+except ImportError:
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _BaseProtocol  # type: ignore[assignment]
+
+
+class HeaderDeadlineProtocol(_BaseProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol, plus a deadline for each request's headers.
+
+    uvicorn closes a connection that stays idle after a response (`timeout_keep_alive`), but
+    not one that connects and then sends nothing, or sends its headers a byte at a time. Here a
+    connection whose next request's headers are not complete within `--header-timeout` seconds
+    of its start (or of its previous response) is closed. The body has its own limit in the app.
+    """
+
+    header_timeout: float | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        deadline = getattr(self, "_header_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        if HeaderDeadlineProtocol.header_timeout is None:
+            HeaderDeadlineProtocol.header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, "10"))
+        previous = getattr(self, "_header_deadline", None)
+        if previous is not None:
+            previous.cancel()
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_overdue)
+
+    def _headers_overdue(self) -> None:
+        waiting_for_headers = self.cycle is None or self.cycle.response_complete
+        if waiting_for_headers and not self.transport.is_closing():
+            self.transport.close()
+
+
+def serve(settings: Settings, log_config: dict[str, Any]) -> None:
+    """Serve until SIGTERM or SIGINT; returns after a graceful shutdown."""
+    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout)
+    options: dict[str, Any] = dict(
+        host=settings.host,
+        port=settings.port,
+        log_config=log_config,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        limit_concurrency=settings.max_connections,
+        http=HeaderDeadlineProtocol,
+        server_header=False,
+    )
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    runtime = Path(tempfile.mkdtemp(prefix="drain-receiver-"))
+    try:
+        (runtime / "metrics").mkdir()
+        os.environ[metrics.MULTIPROC_ENV] = str(runtime / "metrics")
+        worker_settings = Settings(**{**settings.__dict__, "stdout_lock": runtime / "stdout.lock"})
+        os.environ[WORKER_SETTINGS_ENV] = settings_to_environment(worker_settings)
+        uvicorn.run("receiver.app:app_from_environment", factory=True, workers=settings.workers,
+                    **options)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
