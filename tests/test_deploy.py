@@ -311,7 +311,11 @@ def test_compose_runs_the_receiver_behind_caddy_with_a_register_profile(
 
 
 def podman_compose_config(*args: str, domain: str | None) -> subprocess.CompletedProcess[str]:
-    tool = require_tool("podman-compose")
+    # An extra check on top of the YAML one above, so a missing podman-compose only skips it.
+    tool = shutil.which("podman-compose") or shutil.which(
+        "podman-compose", path=str(Path(sys.executable).parent))
+    if not tool:
+        pytest.skip("podman-compose is not installed (pip install podman-compose)")
     env = {key: value for key, value in os.environ.items()
            if key not in ("DRAIN_DOMAIN", "VERCEL_TOKEN", "DRAIN_SINK")}
     if domain:
@@ -353,7 +357,8 @@ def test_dockerfile_declares_a_small_non_root_read_only_friendly_image() -> None
     user = [line.split()[1] for line in instructions if line.startswith("USER ")]
     assert user == ["${UID}:${UID}"] and "ARG UID=10001" in instructions
     assert 'VOLUME ["/data"]' in instructions
-    assert not [line for line in instructions if line.startswith("ENTRYPOINT")], "`docker run IMAGE python register.py` must work"
+    entrypoints = [line for line in instructions if line.startswith("ENTRYPOINT")]
+    assert not entrypoints, "`docker run IMAGE python register.py` must work"
     assert re.search(r"^HEALTHCHECK .*\n.*/healthz", dockerfile, re.MULTILINE)
     for setting in ("DRAIN_SECRET_FILE=/data/drain-secret", "DRAIN_DIR=/data/logs",
                     "PYTHONDONTWRITEBYTECODE=1", "HOME=/data", "PORT=8080"):
