@@ -495,9 +495,11 @@ class VercelClient:
                 f"{where}. VERCEL_TOKEN was not accepted: it is wrong, expired or revoked; "
                 f"create a new one ({TOKEN_HELP})")
         if status == 403:
+            plan = " and that its plan includes drains (Pro or Enterprise)" \
+                if self.api is Api.DRAINS else ""
             return (
-                f"{where}. The token may not do this: check --team-id/--slug and that the token "
-                "has access to that team (and, for --api drains, that the plan includes drains)")
+                f"{where}. The token may not do this: check --team-id/--slug, that the token "
+                f"has access to that team{plan}")
         if status == 404:
             return f"{where}. Check --api-url ({self.base_url}), --team-id/--slug and the drain id"
         tries = f"{attempts} attempt" + ("s" if attempts > 1 else "")
