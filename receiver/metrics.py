@@ -49,6 +49,12 @@ LAST_WRITE_TIMESTAMP = Gauge(
     multiprocess_mode="max",
 )
 
+# Series that alerting rules compare over time exist from the start, at zero.
+for _reason in ("missing", "invalid"):
+    SIGNATURE_FAILURES.labels(_reason)
+for _sink in ("stdout", "file"):
+    SINK_WRITE_ERRORS.labels(_sink)
+
 
 def exposition() -> tuple[bytes, str]:
     """The metrics page and its content type, for this process or for all worker processes."""
