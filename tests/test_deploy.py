@@ -150,6 +150,12 @@ def check_pod(workload: dict[str, Any], sink: str) -> dict[str, Any]:
     for path in ("/data", "/tmp"):
         assert mount_of(path, container).get("readOnly") is not True
 
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert (annotations["prometheus.io/path"], annotations["prometheus.io/port"]) == (
+        "/metrics", env["PORT"])
+    assert env["DRAIN_LOG_FORMAT"] == "json"
+
     assert pod["terminationGracePeriodSeconds"] > SHUTDOWN_TIMEOUT + PRESTOP_SLEEP
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(PRESTOP_SLEEP)]
     return container
@@ -281,7 +287,7 @@ def test_compose_runs_the_receiver_behind_caddy_with_a_register_profile(
 
     build = receiver["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
-    assert receiver["read_only"] is True
+    assert receiver["read_only"] is True and receiver["tmpfs"] == ["/tmp"]
     assert "drain-data:/data" in receiver["volumes"]
     assert receiver["environment"]["DRAIN_SECRET_FILE"].startswith("/data/")
     assert receiver["environment"]["DRAIN_DIR"].startswith("/data/")
@@ -303,6 +309,7 @@ def test_compose_runs_the_receiver_behind_caddy_with_a_register_profile(
     assert register["command"] == ["python", "register.py"]
     assert register["image"] == receiver["image"]
     assert register["volumes"] == ["drain-data:/data"]
+    assert register["read_only"] is True and register["tmpfs"] == ["/tmp"]
     environment = register["environment"]
     assert environment["DRAIN_SECRET_FILE"] == receiver["environment"]["DRAIN_SECRET_FILE"]
     assert environment["DRAIN_URL"] == "https://${DRAIN_DOMAIN}/"
@@ -445,11 +452,13 @@ def remove(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def served(image: str) -> Iterator[Container]:
-    """The image as documented for one host: read-only root, data on a named volume, both sinks."""
+    """The image as documented for one host: read-only root (a tmpfs on /tmp), data on a named
+    volume; here with both sinks and two worker processes."""
     name = f"drain-test-{uuid.uuid4().hex[:8]}"
     podman("volume", "create", name)
     try:
-        container = start(image, name, "-v", f"{name}:/data", "-e", "DRAIN_SINK=stdout,file")
+        container = start(image, name, "-v", f"{name}:/data", "--tmpfs", "/tmp:rw,mode=1777",
+                          "-e", "DRAIN_SINK=stdout,file", "-e", "DRAIN_WORKERS=2")
         mountpoint = podman("volume", "inspect", "--format", "{{.Mountpoint}}", name).stdout
         container.volume_dir = Path(mountpoint.strip())
         yield container
@@ -503,6 +512,9 @@ def test_container_is_non_root_with_a_read_only_root(served: Container) -> None:
     assert podman("exec", served.name, "id", "-g").stdout.strip() == str(UID)
     refused = podman("exec", served.name, "touch", "/app/x", check=False)
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
+    processes = podman("top", served.name, "user", "args").stdout.splitlines()[1:]
+    assert len([p for p in processes if "spawn_main" in p]) == 2, processes
+    assert not [p for p in processes if p.split()[0] in ("root", "0")], processes
     assert podman("healthcheck", "run", served.name, check=False).returncode == 0
     assert httpx.get(served.url + "/readyz", timeout=5).status_code == 200
     # No secret was given: the receiver generated one on the volume, private to its user.
@@ -539,6 +551,11 @@ def test_deliveries_come_out_on_stdout_and_in_the_file_sink(served: Container) -
     assert json.loads(stdout.splitlines()[0]) == ndjson[0]
     assert "Uvicorn running" in stderr or "receiver" in stderr
     assert not any(record_id in stderr for record_id in sent)
+
+    metrics = httpx.get(served.url + "/metrics", timeout=10)
+    assert metrics.status_code == 200
+    accepted = re.search(r"^drain_records_accepted_total ([0-9.e+]+)$", metrics.text, re.MULTILINE)
+    assert accepted and float(accepted.group(1)) == len(sent), "summed over both workers"
 
     files = sorted((served.volume_dir / "logs").rglob("*.ndjson"))
     assert files, "the file sink wrote nothing under /data/logs"
