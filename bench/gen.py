@@ -52,7 +52,7 @@ WORDS = (
 UNICODE_SNIPPETS = (
     "café ☕ crème brûlée", "東京で処理されました", "Ошибка соединения", "مرحبا بالعالم",
     "emoji 🚀🔥✅ ok", "Zürich → São Paulo", "ελληνικά κείμενα", "한국어 로그 메시지",
-    "naïve façade résumé", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 astral plane 🧪",
+    "naïve façade résumé", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 astral plane 🧪",  # noqa: RUF001 (astral-plane letters on purpose)
 )
 BUILD_LINES = (
     "Cloning github.com/acme/{word}-web (Branch: main, Commit: {hex})",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,29 @@ NCPU = os.cpu_count() or 1
 SERVER_CPUS = "0"
 LOAD_CPUS = str(NCPU - 1)
 ALL_CPUS = ",".join(str(i) for i in range(NCPU))
+# Where `python -m receiver` runs from (its cwd comes first on sys.path): a clean export of a
+# commit by default, so edits in progress in the shared working tree do not leak into numbers.
+SOURCE = {"dir": REPO_ROOT, "label": "working tree"}
+
+
+def use_receiver_ref(ref: str | None, work: Path) -> str:
+    """Export `ref`'s receiver/ to `work/src/<sha>` and run it from there; None = working tree."""
+    if ref is None:
+        SOURCE.update(dir=REPO_ROOT, label="working tree (uncommitted changes included)")
+        return str(SOURCE["label"])
+    git = ["git", "-C", str(REPO_ROOT)]
+    sha = subprocess.run([*git, "rev-parse", ref], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    target = work / "src" / sha[:12]
+    if not (target / "receiver").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run([*git, "archive", sha, "receiver"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    subject = subprocess.run([*git, "log", "-1", "--format=%h %s", sha], capture_output=True,
+                             text=True).stdout.strip()
+    SOURCE.update(dir=target, label=f"commit {subject}")
+    return str(SOURCE["label"])
 
 
 @dataclass
@@ -58,6 +82,8 @@ class Result:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     cpu_pct: float = 0.0
+    load_cpu_pct: float = 0.0
+    records_per_cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
     rss_growth_mb: float = 0.0
     loadavg: str = ""
@@ -110,11 +136,14 @@ def run_wrk(url: str, set_dir: Path, seconds: float, connections: int, latency: 
     if latency:
         cmd.append("--latency")
     cmd += [url, "--", str(set_dir), "/"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr}\n{proc.stdout}")
     data = json.loads(line.removeprefix("BENCHJSON "))
+    data["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     run = WrkRun({int(k): v for k, v in data["statuses"].items()}, data["sent"], data["errors"])
     return run, data, proc.stdout
 
@@ -144,7 +173,7 @@ def run_one(sc: Scenario, set_dir: Path, work: Path, seconds: float, warmup: flo
         server_stdout = cat.stdin
     else:
         server_stdout = (out_dir / "server-stdout.log").open("wb")
-    process = subprocess.Popen(["taskset", "-c", sc.server_cpus, *cmd], cwd=REPO_ROOT, env=env,
+    process = subprocess.Popen(["taskset", "-c", sc.server_cpus, *cmd], cwd=SOURCE["dir"], env=env,
                                stdout=server_stdout, stderr=stderr)
     if cat is not None and cat.stdin is not None:
         cat.stdin.close()  # the server holds the write end now
@@ -156,8 +185,8 @@ def run_one(sc: Scenario, set_dir: Path, work: Path, seconds: float, warmup: flo
             process.wait()
             err = (out_dir / "stderr.log").read_text(errors="replace").strip().splitlines()
             result.status = "skipped"
-            result.detail = f"server did not start (exit {process.returncode}): " + " | ".join(
-                err[-3:])
+            result.detail = f"server did not start (exit {process.returncode}): " + (
+                err[-1] if err else "")
             return result
         url = f"http://127.0.0.1:{port}/"
         runs: list[WrkRun] = []
@@ -201,6 +230,8 @@ def run_one(sc: Scenario, set_dir: Path, work: Path, seconds: float, warmup: flo
     result.p50_ms = data["latency_us"]["p50"] / 1000
     result.p99_ms = data["latency_us"]["p99"] / 1000
     result.cpu_pct = (cpu1 - cpu0) / dur * 100
+    result.load_cpu_pct = data["cpu_s"] / dur * 100
+    result.records_per_cpu_s = run.ok * mean_records / max(cpu1 - cpu0, 1e-3)
     result.peak_rss_mb = sampler.peak
     result.rss_growth_mb = sampler.growth()
     result.rss_samples = sampler.samples
