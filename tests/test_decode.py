@@ -132,3 +132,10 @@ def test_reject_line_keeps_bytes_losslessly() -> None:
     assert entries[0]["raw"] == "not json \u2713"
     assert entries[1]["rawBase64"] == "eyJpZCI6IjIiLCJtIjoi/yJ9"
     assert all(entry["reason"] and entry["rejectedAt"].endswith("Z") for entry in entries)
+
+
+def test_lines_that_only_parse_when_joined_are_not_taken_for_records() -> None:
+    body = b'{"a":[1\n{"x":2}]}\n{"p":1},{"q":2}\n{"id":"ok"}\n'
+    batch = split_records(body)
+    assert batch.records == [b'{"id":"ok"}']
+    assert [r.raw for r in batch.rejects] == [b'{"a":[1', b'{"x":2}]}', b'{"p":1},{"q":2}']
