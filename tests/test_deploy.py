@@ -447,7 +447,7 @@ def start(image: str, name: str, *args: str) -> Container:
 
 
 def remove(name: str) -> None:
-    podman("rm", "--force", "--time", "0", name, check=False)
+    podman("rm", "--force", "--volumes", "--time", "0", name, check=False)
 
 
 @pytest.fixture(scope="module")
