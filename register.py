@@ -235,7 +235,7 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     try:
         check_url(api_url)
     except InvalidInput as error:
-        raise UsageError(f"--api-url {error}") from None
+        raise UsageError(f"{named('--api-url')} {error}") from None
     if value["team_id"] and value["slug"]:
         raise UsageError("--team-id (VERCEL_TEAM_ID) and --slug (VERCEL_TEAM_SLUG): give only one")
     settings = Settings(
@@ -252,16 +252,24 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     )
     if command == "register":
         settings = register_settings(settings, value, env)
+    return dataclasses.replace(settings, token=read_token(env, settings.api))
+
+
+def read_token(env: Mapping[str, str], api: Api) -> str:
     token = env.get(TOKEN_ENV, "").strip()
+    kind = "an integration's OAuth2 access token" if api is Api.INTEGRATION \
+        else "a personal or team access token"
     if not token:
-        raise UsageError(
-            f"{TOKEN_ENV} is not set: export {TOKEN_ENV}=<token> (with --api {settings.api} it "
-            "must be " + ("an integration's OAuth2 access token" if settings.api is Api.INTEGRATION
-                          else "a personal or team access token") + "; see docs/register.md)")
-    return dataclasses.replace(settings, token=token)
+        raise UsageError(f"{TOKEN_ENV} is not set: export {TOKEN_ENV}=<token>; with --api {api} "
+                         f"it must be {kind} (see docs/register.md)")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise UsageError(f"{TOKEN_ENV} holds characters no token has (pasted quotes or a line "
+                         "break?); set it to the token alone")
+    return token
 
 
 def register_settings(base: Settings, value: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """The drain to create, checked against the chosen API's schema, and the two files."""
     spec = DrainSpec(
         name=given_or(value["name"], DEFAULT_NAME),
         url=base.url,
@@ -275,11 +283,11 @@ def register_settings(base: Settings, value: Mapping[str, Any], env: Mapping[str
     try:
         check_spec(base.api, spec)
     except InvalidInput as error:
-        raise UsageError(f"{OPTION_OF_FIELD[error.field]} {error}") from None
+        raise UsageError(f"{named(OPTION_OF_FIELD[error.field])} {error}") from None
     if spec.compression is None:
         spec = dataclasses.replace(spec, compression=DEFAULT_COMPRESSION[base.api])
     secret_file = Path(value["secret_file"]).expanduser() if value["secret_file"] \
-        else secret_path_from_env()
+        else secret_path_from_env(env)
     # Like verify_path_from_env(), but beside a --secret-file given as a flag too.
     verify_file = Path(value["verify_file"]).expanduser() if value["verify_file"] \
         else secret_file.with_name(VERIFY_FILE_NAME)
@@ -293,9 +301,16 @@ def given_or(value: str | None, default: str) -> str:
     return default if value is None else value
 
 
+def named(flag: str) -> str:
+    """`--flag (VARIABLE)`, for messages about a value that may have come from either."""
+    env = next(option.env for option in OPTIONS if option.flag == flag)
+    return f"{flag} ({env})"
+
+
 def choice(option: str, given: str, allowed: Sequence[str]) -> str:
     if given not in allowed:
-        raise UsageError(f"{option} {given!r} is not allowed; allowed: {', '.join(allowed)}")
+        raise UsageError(
+            f"{named(option)} {given!r} is not allowed; allowed: {', '.join(allowed)}")
     return given
 
 
@@ -305,7 +320,7 @@ def positive_number(option: str, given: str) -> float:
     except ValueError:
         number = 0.0
     if not number > 0:
-        raise UsageError(f"{option} {given!r} must be a number of seconds above 0")
+        raise UsageError(f"{named(option)} {given!r} must be a number of seconds above 0")
     return number
 
 
@@ -314,7 +329,7 @@ def parse_headers(lines: Sequence[str]) -> dict[str, str]:
     for line in lines:
         name, colon, header_value = line.partition(":")
         if not colon or not name.strip():
-            raise UsageError(f"--header {line!r} must look like 'Name: value'")
+            raise UsageError(f"{named('--header')} {line!r} must look like 'Name: value'")
         headers[name.strip()] = header_value.strip()
     return headers
 
@@ -438,7 +453,8 @@ def show_plan(
     if settings.json_output:
         out.result(json.dumps({"dry_run": True, "steps": requests}, indent=2))
         return 0
-    out.result("Dry run: nothing is written, created or deleted. The steps would be:")
+    out.result("Dry run: the drain list was read; nothing is written, created or deleted. "
+               "The steps would be:")
     for step in requests:
         if "method" in step:
             out.result(f"  {step['method']} {step['url']}")
@@ -573,6 +589,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
+        return 1
+    except Exception as error:  # a bug or an unforeseen OS error: still one line, no traceback
+        print(f"{PROG}: error: unexpected {type(error).__name__}: {error}; please report it",
+              file=sys.stderr)
         return 1
 
 

@@ -160,6 +160,22 @@ def test_bad_input_is_one_line_exit_2_and_no_request(
     assert not secret_file.exists()
 
 
+@pytest.mark.parametrize("token", ["tok\nen-0123", "\"quoted token\"", "tökén"])
+def test_a_token_that_cannot_be_one_is_a_usage_error(
+    api: FakeVercel, secret_file: Path, token: str
+) -> None:
+    run = register(api, secret_file, token=token)
+    assert run.returncode == 2
+    assert "VERCEL_TOKEN" in one_error_line(run) and token not in run.stderr
+    assert api.requests == []
+
+
+def test_a_bad_value_from_a_variable_names_the_variable(api: FakeVercel, secret_file: Path) -> None:
+    run = register(api, secret_file, DRAIN_DELIVERY_FORMAT="csv")
+    assert run.returncode == 2
+    assert "--format (DRAIN_DELIVERY_FORMAT) 'csv'" in one_error_line(run)
+
+
 # --- Creating the drain -------------------------------------------------------------------------
 
 
