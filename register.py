@@ -365,7 +365,7 @@ class Output:
         print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
 
     def json(self, value: Any) -> None:
-        print(json.dumps(without_secrets(value), indent=2, sort_keys=True), flush=True)
+        print(json.dumps(without_secrets(value), indent=2), flush=True)
 
 
 def describe(drain: Drain) -> str:
@@ -412,7 +412,7 @@ def run_register(settings: Settings, out: Output) -> int:
             store_verification_code(client, settings.verify_file, out)
             created = create(client, settings, secret)
         except (UsageError, ApiError) as error:
-            if not getattr(error, "maybe_done", False):
+            if not (isinstance(error, ApiError) and error.maybe_done):
                 take_back_secret(settings.secret_file, secret, older)
             raise
         report_created(settings, created, older, out)
@@ -442,10 +442,10 @@ def show_plan(
     assert settings.spec is not None
     body = masked(create_body(settings.api, settings.spec, new_secret()))
     requests: list[dict[str, Any]] = [
-        {"method": "GET", "url": client.url(VERIFY_PATH),
-         "then": f"write the code to {settings.verify_file}"},
         {"then": f"write a new secret first in {settings.secret_file} (mode 0600), keeping "
                  f"{len(read_secrets(settings.secret_file))} secret(s) already there"},
+        {"method": "GET", "url": client.url(VERIFY_PATH),
+         "then": f"write the code to {settings.verify_file}"},
         {"method": "POST", "url": client.url(PATHS[settings.api].create), "body": body},
         *({"method": "DELETE", "url": client.url(PATHS[settings.api].delete.format(id=d.id))}
           for d in existing),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -353,7 +354,9 @@ class RetryPolicy:
     budget: float = 60.0
 
 
-RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+def is_retried(status: int) -> bool:
+    """Rate limited, or a server error: worth another attempt after a wait."""
+    return status == 429 or status >= 500
 
 
 class VercelClient:
@@ -447,7 +450,7 @@ class VercelClient:
         delay = self.retry.first_delay
         for attempt in range(1, self.retry.attempts + 1):
             response = self._send(method, path, body)
-            if response.status_code not in RETRIED_STATUSES or attempt == self.retry.attempts:
+            if not is_retried(response.status_code) or attempt == self.retry.attempts:
                 return response, attempt
             wait = retry_after(response.headers.get("retry-after"))
             wait = delay if wait is None else wait
@@ -530,8 +533,12 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -333,7 +333,7 @@ def test_dry_run_json_lists_the_steps(api: FakeVercel, secret_file: Path) -> Non
     run = register(api, secret_file, "--dry-run", "--replace", "--json")
     assert run.returncode == 0, run.stderr
     steps = json.loads(run.stdout)["steps"]
-    assert [s.get("method") for s in steps] == ["GET", None, "POST", "DELETE"]
+    assert [s.get("method") for s in steps] == [None, "GET", "POST", "DELETE"]
     assert steps[2]["body"]["secret"] == "***"
     assert steps[3]["url"] == f"{api.url}/v1/integrations/log-drains/{old}"
     assert api.calls() == [LIST]
