@@ -522,18 +522,22 @@ def delete_replaced(
     client: VercelClient, existing: Sequence[Drain], created: Drain, out: Output
 ) -> int:
     """--replace: delete the old drains once the new one exists, so delivery never stops."""
-    failed = False
+    failures: list[tuple[Drain, ApiError]] = []
     for old in existing:
         try:
             client.delete_drain(old.id)
         except ApiError as error:
-            failed = True
-            out.warn(f"the new drain {created.id} exists, but the old drain {old.id} could not be "
-                     f"deleted: {error} Delete it with: python {PROG} remove {old.id}")
+            failures.append((old, error))
             continue
         out.note(f"Deleted the old drain {old.id}; its secret stays in the file for deliveries "
                  "still in flight.")
-    return 1 if failed else 0
+    if failures:
+        ids = ", ".join(drain.id for drain, _ in failures)
+        how = f"python {PROG} remove {failures[0][0].id}" if len(failures) == 1 \
+            else f"python {PROG} remove ID, for each"
+        raise ApiError(f"the new drain {created.id} is in place, but the old drain(s) {ids} could "
+                       f"not be deleted ({failures[0][1]}); delete with: {how}")
+    return 0
 
 
 def run_list(settings: Settings, out: Output) -> int:
@@ -559,8 +563,9 @@ def run_remove(settings: Settings, out: Output) -> int:
             raise ApiError(f"no drain {settings.drain_id} (--api {settings.api}) was found; "
                            f"`python {PROG} list` shows the drains that point at {settings.url}")
         if not same_url(drain.url, settings.url):
-            raise ApiError(f"drain {drain.id} points at {drain.url or '(no url)'}, not at "
-                           f"{settings.url}; to remove it anyway, pass --url {drain.url}")
+            anyway = f"; to remove it anyway, pass --url {drain.url}" if drain.url else ""
+            raise ApiError(f"drain {drain.id} points at {drain.url or 'no http URL'}, not at "
+                           f"{settings.url}{anyway}")
         target = client.url(PATHS[settings.api].delete.format(id=drain.id))
         if settings.dry_run:
             out.result(f"Dry run: would send DELETE {target}")

@@ -387,7 +387,9 @@ def test_replace_that_cannot_delete_says_how_to_finish(api: FakeVercel, secret_f
     assert run.returncode == 1
     new = api.integration_drains[-1]["id"]
     assert new in run.stdout
-    assert f"python register.py remove {old}" in run.stderr
+    line = one_error_line(run)
+    assert f"new drain {api.integration_drains[-1]['id']} is in place" in line
+    assert "403" in line and f"python register.py remove {old}" in line
     assert [d["id"] for d in api.integration_drains] == [old, new]
 
 
