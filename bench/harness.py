@@ -65,6 +65,7 @@ class Scenario:
     server_cpus: str = SERVER_CPUS
     duration: float | None = None  # seconds; None = the run's default
     group: str = "main"
+    python: str = sys.executable  # e.g. a venv that also has uvloop and httptools
 
 
 @dataclass
@@ -97,18 +98,17 @@ def server_command(sc: Scenario, port: int, out_dir: Path, uvicorn_args: list[st
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRAIN_")}
     env["PYTHONUNBUFFERED"] = "1"
     env["DRAIN_SECRET"] = gen.BENCH_SECRET
-    secret_file = out_dir / "drain-secret"
-    secret_file.write_text(gen.BENCH_SECRET + "\n")
-    secret_file.chmod(0o600)
-    env["DRAIN_SECRET_FILE"] = str(secret_file)
+    # Only DRAIN_SECRET: a secret file holding the same secret would make the receiver try it
+    # twice. The path is in the run's directory so nothing touches the user's home.
+    env["DRAIN_SECRET_FILE"] = str(out_dir / "drain-secret")
     host = ["--host", "127.0.0.1", "--port", str(port)]
     if sc.target == "receiver":
         sink = ["--sink", "file", "--dir", str(out_dir / "data")] if sc.sink == "file" else [
             "--sink", "stdout"]
-        return [sys.executable, "-m", "receiver", *host, *sink, *sc.receiver_args], env
+        return [sc.python, "-m", "receiver", *host, *sink, *sc.receiver_args], env
     app = {"null": "null_app:app", "naive": "naive_app:app"}[sc.target]
     env["NAIVE_OUT"] = str(out_dir / "data" / "naive.ndjson")
-    cmd = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(BENCH_DIR), *host,
+    cmd = [sc.python, "-m", "uvicorn", app, "--app-dir", str(BENCH_DIR), *host,
            "--log-level", "warning", *uvicorn_args]
     return cmd, env
 

@@ -28,6 +28,7 @@ import harness
 # (category, pattern on "function (file)") from the most specific; a sample goes to the first
 # category matched by its deepest (innermost) frame that matches any category.
 CATEGORIES: list[tuple[str, str]] = [
+    ("rotated-file gzip (background thread)", r"_compress \(|GzipFile"),
     ("HMAC-SHA1 verify", r"signature_matches|/hmac\.py|hashlib"),
     ("gzip inflate", r"gunzip|zlib|/gzip\.py"),
     ("JSON validate/split (msgspec)", r"receiver/decode\.py|msgspec"),
@@ -47,6 +48,8 @@ class Profile:
     self_time: Counter[str] = field(default_factory=Counter)
     inclusive: Counter[str] = field(default_factory=Counter)
     categories: Counter[str] = field(default_factory=Counter)
+    loop_categories: Counter[str] = field(default_factory=Counter)  # event-loop thread only
+    background: Counter[str] = field(default_factory=Counter)  # other threads, by leaf
     svg: Path | None = None
     raw: Path | None = None
     error: str = ""
@@ -89,6 +92,10 @@ def summarise(collapsed: str) -> Profile:
                 category = hit
                 break
         prof.categories[category] += count
+        if any(f.startswith("Thread._bootstrap (") for f in frames):
+            prof.background[leaf] += count
+        else:
+            prof.loop_categories[category] += count
     return prof
 
 
@@ -149,14 +156,24 @@ def render(prof: Profile, top: int = 15) -> str:
              "| where (innermost matching frame) | share of samples |", "| --- | ---: |"]
     for name, n in prof.categories.most_common():
         lines.append(f"| {name} | {n / total * 100:.1f}% |")
+    loop_total = sum(prof.loop_categories.values()) or 1
+    bg_total = sum(prof.background.values())
+    lines += ["", f"Event-loop thread alone ({loop_total / total * 100:.0f}% of samples; the rest "
+              f"are background threads, {bg_total / total * 100:.0f}%: "
+              + ", ".join(f"`{k}` {v / total * 100:.0f}%" for k, v in prof.background.most_common(3))
+              + "):", "", "| where | share of event-loop thread |", "| --- | ---: |"]
+    for name, n in prof.loop_categories.most_common():
+        lines.append(f"| {name} | {n / loop_total * 100:.1f}% |")
     lines += ["", f"Top {top} functions by self time:", "",
               "| function | self | inclusive |", "| --- | ---: | ---: |"]
     for name, n in prof.self_time.most_common(top):
         lines.append(f"| `{name}` | {n / total * 100:.1f}% | "
                      f"{prof.inclusive[name] / total * 100:.1f}% |")
-    lines += ["", f"Top {top} functions by inclusive time:", "",
-              "| function | inclusive |", "| --- | ---: |"]
-    for name, n in prof.inclusive.most_common(top):
+    lines += ["", "The receiver's own functions by inclusive time (what each costs with all it calls):",
+              "", "| function | inclusive |", "| --- | ---: |"]
+    own = [(k, v) for k, v in prof.inclusive.most_common()
+           if re.search(r"\((receiver|sinks)/", k) and not k.startswith(("<module>", "main ("))]
+    for name, n in own[:top]:
         lines.append(f"| `{name}` | {n / total * 100:.1f}% |")
     return "\n".join(lines) + "\n"
 
