@@ -61,6 +61,7 @@ def register(
     argv = list(args) if url_given or "--url" in args or "--help" in args else [*args, "--url", URL]
     run = run_register(argv, home=secret_file.parent.parent / "home", env={**base, **env})
     assert "Traceback" not in run.stderr
+    assert api.validation_errors == []  # every body sent matched the API's schema
     for secret in [INTEGRATION_TOKEN, PERSONAL_TOKEN, *api.secrets.values()]:
         if secret:
             assert secret not in run.stdout + run.stderr

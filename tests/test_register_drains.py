@@ -14,14 +14,17 @@ import pytest
 
 from receiver.secret_file import read_secrets
 from tests.fake_vercel import (
+    INTEGRATION_CREATE_SCHEMA,
     INTEGRATION_TOKEN,
     PERSONAL_TOKEN,
     TEAM_ID,
     TEAM_SLUG,
     FakeVercel,
     Run,
+    drains_body_errors,
     fake_vercel,
     run_register,
+    schema_errors,
 )
 from tests.support import running_receiver, sign
 
@@ -64,6 +67,7 @@ def register(
         **env,
     })
     assert "Traceback" not in run.stderr
+    assert api.validation_errors == []  # every body sent matched the API's schema
     for secret in [INTEGRATION_TOKEN, PERSONAL_TOKEN, *api.secrets.values()]:
         if secret:
             assert secret not in run.stdout + run.stderr
@@ -79,6 +83,31 @@ def one_error_line(run: Run) -> str:
     lines = run.error_lines()
     assert len(lines) == 1, run.stderr
     return lines[0]
+
+
+# --- The fake's own checks: a body register.py must never send is refused ----------------------
+
+
+def test_the_fake_refuses_bodies_outside_the_schemas() -> None:
+    good = {"name": "n", "projects": "all", "schemas": {"log": {"version": "v1"}},
+            "delivery": {"type": "http", "endpoint": URL, "encoding": "ndjson", "headers": {}}}
+    assert drains_body_errors(good) == []
+    for broken in [
+        {k: v for k, v in good.items() if k != "delivery"},
+        {**good, "projects": "some"},
+        {**good, "delivery": {**good["delivery"], "encoding": "csv"}},
+        {**good, "delivery": {**good["delivery"], "compression": "br"}},
+        {**good, "filter": {"version": "v2", "filter": {"type": "basic",
+                                                        "log": {"sources": ["cdn"]}}}},
+        {**good, "extra": 1},
+    ]:
+        assert drains_body_errors(broken), broken
+    seed_ok = {"name": "a b_c-1", "url": URL, "secret": "s" * 40, "sources": ["build"]}
+    assert schema_errors(INTEGRATION_CREATE_SCHEMA, seed_ok) == []
+    for broken in [{"name": "x"}, {**seed_ok, "name": "a/b"}, {**seed_ok, "name": "n" * 101},
+                   {**seed_ok, "url": "ftp://x"}, {**seed_ok, "sources": ["redirect"]},
+                   {**seed_ok, "deliveryFormat": "protobuf"}, {**seed_ok, "projectIds": ["a-b"]}]:
+        assert schema_errors(INTEGRATION_CREATE_SCHEMA, broken), broken
 
 
 # --- 1. --api drains -----------------------------------------------------------------------------
