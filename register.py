@@ -7,7 +7,7 @@
 
 The token comes from `VERCEL_TOKEN` only. Every other option has a flag and an environment
 variable (the flag wins). Exit codes: 0 success, 1 API or network failure, 2 usage error.
-Which token works with which `--api`: docs/register.md. The API details live in
+Which token works with which `--api`: README.md, "Register the drain". The API details live in
 `receiver/vercel_api.py`.
 """
 
@@ -261,7 +261,7 @@ def read_token(env: Mapping[str, str], api: Api) -> str:
         else "a personal or team access token"
     if not token:
         raise UsageError(f"{TOKEN_ENV} is not set: export {TOKEN_ENV}=<token>; with --api {api} "
-                         f"it must be {kind} (see docs/register.md)")
+                         f"it must be {kind} (see README.md, section Register the drain)")
     if not token.isascii() or not token.isprintable() or " " in token:
         raise UsageError(f"{TOKEN_ENV} holds characters no token has (pasted quotes or a line "
                          "break?); set it to the token alone")

@@ -30,7 +30,7 @@ import httpx
 
 DEFAULT_API_URL = "https://api.vercel.com"
 VERIFY_PATH = "/v1/verify-endpoint"
-TOKEN_HELP = "docs/register.md"
+TOKEN_HELP = "README.md, section \"Register the drain\""
 
 
 class Api(StrEnum):

@@ -404,7 +404,7 @@ def test_400_for_a_non_integration_token_says_which_token_is_needed(
     assert run.returncode == 1
     line = one_error_line(run)
     assert "400" in line and "integration's OAuth2 access token" in line
-    assert "docs/register.md" in line and "--api drains" in line
+    assert "Register the drain" in line and "--api drains" in line
     assert read_secrets(secret_file) == []  # the unused secret is taken back out
 
 
