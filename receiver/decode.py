@@ -8,6 +8,7 @@ keeps the bytes, so nothing is silently lost.
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 _decode_value = msgspec.json.Decoder(msgspec.Raw).decode
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
+PARSE_ERRORS = (msgspec.DecodeError, RecursionError)
 
 
 class BodyTooLarge(Exception):
@@ -81,12 +83,13 @@ def split_records(body: bytes) -> Batch:
 
 def _from_array(body: bytes) -> Batch:
     try:
-        values = _decode_array(body)
-    except msgspec.DecodeError as error:
-        return Batch(rejects=[Reject(f"body is not a valid JSON array: {error}", body)])
+        elements = [bytes(value) for value in _decode_array(body)]
+    except PARSE_ERRORS as error:
+        elements = _elements_by_stdlib(body)
+        if elements is None:
+            return Batch(rejects=[Reject(f"body is not a valid JSON array: {_describe(error)}", body)])
     batch = Batch()
-    for value in values:
-        raw = bytes(value)
+    for raw in elements:
         if raw[:1] == b"{":
             batch.records.append(_one_line(raw))
         else:
@@ -97,16 +100,14 @@ def _from_array(body: bytes) -> Batch:
 def _from_lines(body: bytes) -> Batch:
     lines = [stripped for line in body.split(b"\n") if (stripped := line.strip(JSON_WHITESPACE))]
     if _all_objects(lines):
-        return Batch(records=lines)
+        return Batch(records=[_one_line(line) for line in lines] if b"\r" in body else lines)
     batch = Batch()
     for line in lines:
-        try:
-            _decode_value(line)
-        except msgspec.DecodeError as error:
-            batch.rejects.append(Reject(f"line is not valid JSON: {error}", line))
-            continue
-        if line[:1] == b"{":
-            batch.records.append(line)
+        problem = _json_problem(line)
+        if problem is not None:
+            batch.rejects.append(Reject(f"line is not valid JSON: {problem}", line))
+        elif line[:1] == b"{":
+            batch.records.append(_one_line(line))
         else:
             batch.rejects.append(Reject("line is not a JSON object", line))
     if batch.rejects and len(lines) > 1:
@@ -124,7 +125,7 @@ def _all_objects(lines: list[bytes]) -> bool:
     """
     try:
         values = _decode_array(b"[" + b",".join(lines) + b"]")
-    except msgspec.DecodeError:
+    except PARSE_ERRORS:
         return False
     return len(values) == len(lines) and all(
         len(value) == len(line) and line[:1] == b"{" for value, line in zip(values, lines, strict=True)
@@ -133,11 +134,49 @@ def _all_objects(lines: list[bytes]) -> bool:
 
 def _as_one_object(body: bytes) -> Batch | None:
     """A pretty-printed single object spans lines; it is one record, not broken NDJSON."""
+    raw = body.strip(JSON_WHITESPACE)
+    if raw[:1] == b"{" and _json_problem(raw) is None:
+        return Batch(records=[_one_line(raw)])
+    return None
+
+
+def _json_problem(data: bytes) -> str | None:
+    """Why `data` is not one JSON value, or None when it is."""
     try:
-        raw = bytes(_decode_value(body))
-    except msgspec.DecodeError:
+        _decode_value(data)
+    except PARSE_ERRORS as error:
+        return None if _valid_by_stdlib(data) else _describe(error)
+    return None
+
+
+def _valid_by_stdlib(data: bytes) -> bool:
+    """The slow second opinion, for the few valid JSON texts msgspec refuses (a lone surrogate
+    escape such as `"\\ud83d"`, written by JSON.stringify for a string cut mid-emoji)."""
+    try:
+        json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _elements_by_stdlib(body: bytes) -> list[bytes] | None:
+    """An array msgspec refused, parsed by the standard library instead. Its elements are
+    encoded again (ASCII, equal to the originals once parsed), as their exact bytes are unknown."""
+    try:
+        values = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
         return None
-    return Batch(records=[_one_line(raw)]) if raw[:1] == b"{" else None
+    if not isinstance(values, list):
+        return None
+    return [json.dumps(value, separators=(",", ":")).encode() for value in values]
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _describe(error: Exception) -> str:
+    return "nested too deeply" if isinstance(error, RecursionError) else str(error)
 
 
 def _one_line(raw: bytes) -> bytes:

@@ -38,7 +38,7 @@ class RecentIds:
         for record in records:
             try:
                 record_id = _decode_id(record).id
-            except msgspec.ValidationError:
+            except (msgspec.DecodeError, RecursionError):
                 record_id = None
             if isinstance(record_id, str):
                 if record_id in self._seen or record_id in batch_ids:

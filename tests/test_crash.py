@@ -314,8 +314,6 @@ def test_restart_moves_exactly_the_torn_bytes_to_rejects(tmp_path: Path, inside_
     assert records_in_order(data, sent) == list(sent)
 
 
-@pytest.mark.xfail(strict=True, reason="README: 'At start, an active file whose last line was torn is cut "
-                   "back'; FileSink only repairs a tail when a delivery first opens the file (_open)")
 def test_torn_tail_is_repaired_at_start_before_any_delivery(tmp_path: Path) -> None:
     data = tmp_path / "data"
     args = ["--sink", "file", "--dir", str(data)]
@@ -328,9 +326,6 @@ def test_torn_tail_is_repaired_at_start_before_any_delivery(tmp_path: Path) -> N
         assert [raw_of(entry) for entry in reject_entries(data)] == [b'{"id":"torn-1","message":"half a rec']
 
 
-@pytest.mark.xfail(strict=True, reason="FileSink._rotate_stale_active_files renames an active file of an "
-                   "earlier day without cutting its torn tail, so the torn line is compressed into the "
-                   ".ndjson.gz for good and never reaches rejected/")
 def test_torn_tail_of_an_earlier_day_is_moved_to_rejects_not_compressed(tmp_path: Path) -> None:
     data = tmp_path / "data"
     args = ["--sink", "file", "--dir", str(data)]
@@ -349,9 +344,6 @@ def test_torn_tail_of_an_earlier_day_is_moved_to_rejects_not_compressed(tmp_path
     assert [raw_of(entry) for entry in reject_entries(data)] == [torn]
 
 
-@pytest.mark.xfail(strict=True, reason="_move_torn_tail appends the data file's torn tail to "
-                   "rejected/logs.ndjson without first repairing that file's own torn tail, so the two "
-                   "are glued into one line")
 def test_torn_rejects_file_is_not_glued_to_the_next_reject(tmp_path: Path) -> None:
     data = tmp_path / "data"
     args = ["--sink", "file", "--dir", str(data)]

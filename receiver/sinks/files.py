@@ -137,7 +137,7 @@ class FileSink:
         self._slot, self._slot_fd = _claim_slot(self.root)
         self._names = FileNames.for_slot(self._slot)
         self._day = _utc_day(self.clock())
-        self._rotate_stale_active_files()
+        self._recover_active_files()
         self._worker = threading.Thread(target=self._background, name="file-sink", daemon=True)
         self._worker.start()
         for partial in self._find(lambda name: self._names.is_rotated(name, ".ndjson.gz.partial")):
@@ -214,7 +214,7 @@ class FileSink:
         for record in records:
             try:
                 fields = _decode_partition_fields(record)
-            except msgspec.ValidationError:
+            except (msgspec.DecodeError, RecursionError):
                 fields = _PartitionFields()
             partition = self.template.format(
                 date=day,
@@ -266,11 +266,22 @@ class FileSink:
         for partition in list(self._files):
             self._rotate(partition)
 
-    def _rotate_stale_active_files(self) -> None:
-        """Active files left from an earlier day (e.g. a restart after midnight) are rotated."""
-        for path in self._find(lambda name: name == self._names.active):
+    def _recover_active_files(self) -> None:
+        """This worker's active files, as a crash or a stop left them: a torn last line is
+        moved to the rejects (the rejects file's own first), and a file last written on an
+        earlier day (a restart after midnight) is rotated."""
+        rejects = self.root / REJECTED_PARTITION / self._names.active
+        paths = sorted(self._find(lambda name: name == self._names.active), key=lambda p: p != rejects)
+        for path in paths:
             stat = path.stat()
-            if stat.st_size and _utc_day(stat.st_mtime) != self._day:
+            if not stat.st_size:
+                continue
+            fd = os.open(path, OPEN_FLAGS)
+            try:
+                _move_torn_tail(_ActiveFile(path, fd, stat.st_size, (stat.st_dev, stat.st_ino)), rejects)
+            finally:
+                os.close(fd)
+            if _utc_day(stat.st_mtime) != self._day:
                 self._rename_rotated(path)
 
     def _rename_rotated(self, path: Path) -> Path:
