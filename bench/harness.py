@@ -48,9 +48,9 @@ def use_receiver_ref(ref: str | None, work: Path) -> str:
         archive = subprocess.run([*git, "archive", sha, "receiver"], capture_output=True,
                                  check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    subject = subprocess.run([*git, "log", "-1", "--format=%h %s", sha], capture_output=True,
-                             text=True).stdout.strip()
-    SOURCE.update(dir=target, label=f"commit {subject}")
+    subject = subprocess.run([*git, "log", "-1", "--format=%h %s", sha, "--", "receiver"],
+                             capture_output=True, text=True).stdout.strip()
+    SOURCE.update(dir=target, label=f"{ref} = {sha[:7]}; receiver/ last changed in {subject}")
     return str(SOURCE["label"])
 
 
@@ -250,6 +250,8 @@ def run_one(sc: Scenario, set_dir: Path, work: Path, seconds: float, warmup: flo
     if problems:
         result.status = "FAIL"
         result.detail = "; ".join(problems) + (f" [{result.detail}]" if result.detail else "")
-    if not keep_output:
+    if problems:
+        result.detail += f" (output kept in {out_dir})"
+    elif not keep_output:
         shutil.rmtree(out_dir / "data", ignore_errors=True)
     return result

@@ -99,7 +99,8 @@ def summarise(collapsed: str) -> Profile:
     return prof
 
 
-def profile_receiver(set_dir: Path, work: Path, seconds: float) -> Profile:
+def profile_receiver(set_dir: Path, work: Path, seconds: float,
+                     receiver_args: tuple[str, ...] = ()) -> Profile:
     """Run the receiver (file sink) under NDJSON load and sample it with py-spy."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -108,7 +109,8 @@ def profile_receiver(set_dir: Path, work: Path, seconds: float) -> Profile:
     shutil.rmtree(out_dir, ignore_errors=True)
     (out_dir / "data").mkdir(parents=True)
     port = harness.free_port()
-    sc = harness.Scenario("profile", "receiver", gen.BodySpec("ndjson", 100, 1))
+    sc = harness.Scenario("profile", "receiver", gen.BodySpec("ndjson", 100, 1),
+                          receiver_args=receiver_args)
     cmd, env = harness.server_command(sc, port, out_dir, [])
     with (out_dir / "stderr.log").open("wb") as err, (out_dir / "stdout.log").open("wb") as out:
         server = subprocess.Popen(["taskset", "-c", harness.SERVER_CPUS, *cmd],
@@ -183,10 +185,18 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--batch", type=int, default=100, choices=(1, 100, 1000))
+    parser.add_argument("--format", default="ndjson", choices=("ndjson", "array"))
+    parser.add_argument("--gzip", action="store_true")
+    parser.add_argument("--receiver-args", default="", help="extra receiver flags, one string")
     parser.add_argument("--work", type=Path, default=Path("/tmp/drain-bench"))
     args = parser.parse_args()
-    set_dir = gen.build_set(gen.BodySpec("ndjson", 100, 256), args.work / "bodies")
-    print(render(profile_receiver(set_dir, args.work / "runs", args.seconds)))
+    bodies = {1: 2000, 100: 256, 1000: 32}[args.batch]
+    spec = gen.BodySpec(args.format, args.batch, bodies, args.gzip)
+    set_dir = gen.build_set(spec, args.work / "bodies")
+    harness.use_receiver_ref("HEAD", args.work)
+    print(render(profile_receiver(set_dir, args.work / "runs", args.seconds,
+                                  tuple(args.receiver_args.split()))))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def results_table(results: list[Result]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, rs in by_name.items():
-        ok = [r for r in rs if r.status == "ok"]
+        ok = [r for r in rs if r.status == "ok"] or [r for r in rs if r.status == "FAIL"]
         if not ok:
             lines.append(f"| {name} | {len(rs)} | {rs[0].status}: {rs[0].detail[:120]} "
                          "| | | | | | | | | |")
@@ -68,9 +68,13 @@ def results_table(results: list[Result]) -> list[str]:
         if ok[0].scenario.target == "null":
             check = f"{sum(r.not_ok for r in rs)} non-200 (nothing written)"
         else:
-            check = "OK" if len(ok) == len(rs) else f"FAIL in {len(rs) - len(ok)} runs"
+            failed = [r for r in rs if r.status == "FAIL"]
+            check = f"**FAIL** in {len(failed)} of {len(rs)} runs" if failed else "OK"
             written = sum(r.verdict.written_records for r in ok if r.verdict)
             check += f", {written:,} records checked"
+            notes = {n for r in rs if r.verdict for n in r.verdict.notes}
+            if notes:
+                check += "; " + "; ".join(sorted(notes))
         lines.append(
             f"| {name} | {len(ok)} | {_cell(med('records_per_s'))} | "
             f"{_cell(med('records_per_cpu_s'))} | "
@@ -119,7 +123,8 @@ def targets_table(results: list[Result]) -> list[str]:
             worst = max(p99)
             rows.append((f"{fmt}: p99 latency at 16 connections (worst round)",
                          f"{worst:.1f} ms", "< 25 ms", worst < 25))
-    rss = get("receiver-ndjson-1MB-rss")
+    rss = [r for r in results if r.scenario.name == "receiver-ndjson-1MB-rss"
+           and r.status != "skipped"]
     if rss:
         r = rss[0]
         rows.append((f"peak RSS, 1 MB batches, {r.duration_s:.0f} s at full load",

@@ -54,6 +54,8 @@ def scenarios(quick: bool, fast_python: str | None = None
         # Rotation gzips every closed 128 MiB file in a background thread; this isolates it.
         Scenario("receiver-ndjson-norotate", "receiver", spec,
                  receiver_args=("--max-file-bytes", "64GiB"), group="sink"),
+        Scenario("receiver-array-norotate", "receiver", body_spec("array", 100, quick),
+                 receiver_args=("--max-file-bytes", "64GiB"), group="sink"),
         Scenario("receiver-ndjson-1w", "receiver", spec, group="workers"),
         Scenario("receiver-ndjson-2w", "receiver", spec, receiver_args=("--workers", "2"),
                  server_cpus=ALL_CPUS, group="workers"),

@@ -21,9 +21,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
 import gen
+import orjson
 
 
 @dataclass
@@ -66,17 +65,26 @@ class Verdict:
         return "; ".join([text, *self.problems, *self.notes])
 
 
-def output_lines(paths: Iterable[Path]) -> Iterator[bytes]:
-    """Every line of every file (recursively for directories; .gz files inflated)."""
+TEMPORARY_SUFFIXES = (".partial", ".tmp")
+
+
+def output_files(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """(files holding records, temporary files a reader must ignore), for files and dirs."""
     files: list[Path] = []
     for path in paths:
         files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    temporary = [f for f in files if f.name.endswith(TEMPORARY_SUFFIXES)]
+    return [f for f in files if f not in temporary and not f.name.startswith(".")], temporary
+
+
+def output_lines(files: Iterable[Path]) -> Iterator[tuple[Path, bytes]]:
+    """(file, line) for every non-blank line of every file (.gz files inflated)."""
     for file in files:
         opener = gzip.open if file.suffix == ".gz" else open
         with opener(file, "rb") as f:
             for line in f:
                 if line.strip():
-                    yield line.rstrip(b"\r\n")
+                    yield file, line.rstrip(b"\r\n")
 
 
 def verify(set_dir: Path, outputs: list[Path], runs: list[WrkRun], check_content: bool = True
@@ -92,16 +100,25 @@ def verify(set_dir: Path, outputs: list[Path], runs: list[WrkRun], check_content
     bad_lines = unknown = mismatched = extra_fields = 0
     first_mismatch = ""
     written_records = 0
-    for line in output_lines(outputs):
+    bad_files: Counter[str] = Counter()
+    files, temporary = output_files(outputs)
+    if temporary:
+        notes.append(f"temporary files left behind (ignored): {[f.name for f in temporary][:3]}")
+    uncompressed_rotated = [f for f in files if f.suffix == ".ndjson" and f.stem != "logs"]
+    if uncompressed_rotated and any(f.suffix == ".gz" for f in files):
+        notes.append(f"{len(uncompressed_rotated)} rotated files still uncompressed at exit")
+    for file, line in output_lines(files):
         written_records += 1
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
             bad_lines += 1
+            bad_files[file.name] += 1
             continue
         rid = record.get("id") if isinstance(record, dict) else None
         if rid not in body_of:
             unknown += 1
+            bad_files[file.name] += 1
             continue
         counts[rid] += 1
         if check_content:
@@ -130,6 +147,8 @@ def verify(set_dir: Path, outputs: list[Path], runs: list[WrkRun], check_content
     in_flight = sum(sum(r.sent) - r.answered for r in runs)
     if bad_lines:
         problems.append(f"{bad_lines} lines are not JSON")
+    if bad_files:
+        problems.append(f"bad lines in files {dict(bad_files.most_common(5))}")
     if unknown:
         problems.append(f"{unknown} records with an unknown or missing id")
     if partial:
