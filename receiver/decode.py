@@ -89,18 +89,22 @@ def _from_array(body: bytes) -> Batch:
         if elements is None:
             return Batch(rejects=[Reject(f"body is not a valid JSON array: {_describe(error)}", body)])
     batch = Batch()
+    multiline = b"\n" in body or b"\r" in body
     for raw in elements:
         if raw[:1] == b"{":
-            batch.records.append(_one_line(raw))
+            batch.records.append(_one_line(raw) if multiline else raw)
         else:
             batch.rejects.append(Reject("array element is not a JSON object", raw))
     return batch
 
 
 def _from_lines(body: bytes) -> Batch:
-    lines = [stripped for line in body.split(b"\n") if (stripped := line.strip(JSON_WHITESPACE))]
-    if _all_objects(lines):
-        return Batch(records=[_one_line(line) for line in lines] if b"\r" in body else lines)
+    lines = body.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    if _all_objects(lines, body):
+        return Batch(records=lines)
+    lines = [stripped for line in lines if (stripped := line.strip(JSON_WHITESPACE))]
     batch = Batch()
     for line in lines:
         problem = _json_problem(line)
@@ -115,21 +119,23 @@ def _from_lines(body: bytes) -> Batch:
     return batch
 
 
-def _all_objects(lines: list[bytes]) -> bool:
-    """Whether every line is one JSON object, checked in a single parse of all of them.
+def _all_objects(lines: list[bytes], body: bytes) -> bool:
+    """Whether every line is exactly one JSON object, with nothing around it: the common case,
+    checked at C speed in one parse of all the lines, joined with commas into one array.
 
-    Joined with commas into one array, the lines parse about 3x faster than one by one
-    (bench: 100 realistic records, 368 us against 1,040 us). The array's elements must then
-    line up exactly with the lines, which equal lengths prove: an element spanning two lines,
-    or two elements on one line, would shift them.
+    That parse is about 3x faster than one line at a time (bench: 100 realistic records,
+    368 us against 1,040 us). The array's elements must line up with the lines, which equal
+    lengths prove (an element spanning two lines, two on one line, or whitespace around one
+    would shift them), and each line must start with `{`. Bodies with a CR take the slow
+    path, which turns a CR between tokens into a space.
     """
+    if not lines or b"\r" in body or not all(line[:1] == b"{" for line in lines):
+        return False
     try:
         values = _decode_array(b"[" + b",".join(lines) + b"]")
     except PARSE_ERRORS:
         return False
-    return len(values) == len(lines) and all(
-        len(value) == len(line) and line[:1] == b"{" for value, line in zip(values, lines, strict=True)
-    )
+    return list(map(len, values)) == list(map(len, lines))
 
 
 def _as_one_object(body: bytes) -> Batch | None:

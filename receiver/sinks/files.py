@@ -232,8 +232,8 @@ class FileSink:
     def _active_file(self, partition: str, incoming: int) -> _ActiveFile:
         """The partition's open active file, rotated first when `incoming` would overflow it."""
         active = self._files.get(partition)
-        if active is not None and not _still_there(active):
-            log.warning("%s was moved or deleted by someone else; opening a new one", active.path)
+        if active is not None and os.fstat(active.fd).st_nlink == 0:
+            log.warning("%s was deleted by someone else; opening a new one", active.path)
             _close_quietly(active.fd)
             del self._files[partition]
             active = None
@@ -263,7 +263,10 @@ class FileSink:
     def _rotate(self, partition: str) -> None:
         active = self._files.pop(partition)
         _close_quietly(active.fd, fsync=True)
-        self._compress_queue.put(self._rename_rotated(active.path))
+        if _still_at_its_path(active):
+            self._compress_queue.put(self._rename_rotated(active.path))
+        else:
+            log.warning("%s was moved by someone else; leaving it where it is", active.path)
 
     def _rotate_all(self) -> None:
         for partition in list(self._files):
@@ -317,7 +320,14 @@ class FileSink:
         return found
 
     def _background(self) -> None:
-        """Compress rotated files as they come; prune old files every hour."""
+        """Compress rotated files as they come; prune old files every hour.
+
+        The thread runs at the lowest CPU priority: on a busy core, answering Vercel comes
+        first and compression catches up when load drops (bench: with rotation, the receiver
+        lost about a fifth of its throughput to compression at normal priority).
+        """
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         next_prune = 0.0
         while True:
             if self.keep_days and self._slot == 0 and time.monotonic() >= next_prune:
@@ -349,7 +359,7 @@ def _utc_day(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
-def _still_there(active: _ActiveFile) -> bool:
+def _still_at_its_path(active: _ActiveFile) -> bool:
     try:
         stat = os.stat(active.path)
     except OSError:
