@@ -61,7 +61,8 @@ class Drain:
     inflight_bytes: int = field(default=0, init=False)
 
     def secrets(self) -> list[bytes]:
-        return [s.encode() for s in (*self.env_secrets, *self.secret_file.current())]
+        """Every accepted secret once (a secret in both places costs one HMAC, not two)."""
+        return [s.encode() for s in dict.fromkeys((*self.env_secrets, *self.secret_file.current()))]
 
 
 async def deliver(request: Request, drain: Drain) -> Response:
