@@ -261,8 +261,11 @@ class FileSink:
         return active
 
     def _rotate(self, partition: str) -> None:
+        """Close and rename the active file; the compressor makes the `.gz` durable before it
+        removes the original, so nothing is fsynced here, on the request path (an fsync of a
+        128 MiB file took the p99 latency from ~25 ms to ~90 ms in the benchmark)."""
         active = self._files.pop(partition)
-        _close_quietly(active.fd, fsync=True)
+        _close_quietly(active.fd)
         if _still_at_its_path(active):
             self._compress_queue.put(self._rename_rotated(active.path))
         else:
