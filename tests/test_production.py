@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import socket
@@ -33,13 +34,28 @@ def metric(page: str, name: str, labels: str = "") -> float:
 
 
 def lines_under(root: Path) -> list[bytes]:
-    return [line for path in sorted(root.glob("2*/*.ndjson")) for line in path.read_bytes().splitlines()]
+    """Every record line in the active and rotated files under `root` (rejects aside)."""
+    lines: list[bytes] = []
+    for path in sorted(root.glob("2*/*.ndjson*")):
+        if path.name.endswith((".ndjson", ".ndjson.gz")):
+            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            lines.extend(data.splitlines())
+    return lines
+
+
+def wait_for_compression(root: Path) -> None:
+    """Until no rotated file waits for compression (active files are logs.ndjson, logs-wN.ndjson)."""
+    deadline = time.monotonic() + 20
+    while any(not re.fullmatch(r"logs(-w\d+)?\.ndjson", path.name) for path in root.glob("2*/*.ndjson")):
+        assert time.monotonic() < deadline, "rotated files were not compressed"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     workdir = tmp_path_factory.mktemp("workers")
-    args = ["--workers", "2", "--sink", "file,stdout", "--dir", str(workdir / "data")]
+    args = ["--workers", "2", "--sink", "file,stdout", "--dir", str(workdir / "data"),
+            "--max-file-bytes", "256KiB"]
     with running_receiver(workdir, args, env={"DRAIN_SECRET": SECRET}) as receiver:
         yield receiver
 
@@ -66,12 +82,16 @@ def test_two_workers_never_interleave_lose_or_duplicate_records(two_workers: Rec
         thread.join()
 
     data = two_workers.stdout_path.parent / "data"
+    wait_for_compression(data)
     in_files = [json.loads(line)["id"] for line in lines_under(data)]
     in_stdout = [json.loads(line)["id"] for line in two_workers.stdout().splitlines()]
     assert sorted(in_files) == sorted(acknowledged)
     assert sorted(in_stdout) == sorted(acknowledged)
     names = {path.name for path in data.glob("2*/*.ndjson")}
     assert names == {"logs.ndjson", "logs-w1.ndjson"}, "each worker writes its own file"
+    rotated = [path.name for path in data.glob("2*/*.ndjson.gz")]
+    assert any(name.startswith("logs-w1-") for name in rotated), "worker 1 rotated its files"
+    assert any(re.match(r"logs-\d{8}T", name) for name in rotated), "worker 0 rotated its files"
 
 
 def test_metrics_add_up_across_workers(two_workers: Receiver) -> None:
