@@ -45,6 +45,21 @@ class Batch:
 
     records: list[bytes] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    joined: bytes | None = None
+    """The records as NDJSON (final newline included) when already at hand: a clean NDJSON
+    body is written as it came, without splitting and joining it again."""
+
+    def ndjson(self) -> bytes:
+        """The records, one a line, each line ending in a newline; built once per batch."""
+        if self.joined is None:
+            self.joined = b"\n".join([*self.records, b""])
+        return self.joined
+
+    def keep(self, records: list[bytes]) -> None:
+        """Keep only `records` (a subset, in order)."""
+        if len(records) != len(self.records):
+            self.records = records
+            self.joined = None
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -103,7 +118,7 @@ def _from_lines(body: bytes) -> Batch:
     if not lines[-1]:
         lines.pop()
     if _all_objects(lines, body):
-        return Batch(records=lines)
+        return Batch(records=lines, joined=body if body.endswith(b"\n") else None)
     lines = [stripped for line in lines if (stripped := line.strip(JSON_WHITESPACE))]
     batch = Batch()
     for line in lines:
@@ -213,4 +228,4 @@ def _reject_invalid_utf8(batch: Batch) -> None:
             valid.append(record)
         else:
             batch.rejects.append(Reject("record is not valid UTF-8", record))
-    batch.records[:] = valid
+    batch.keep(valid)

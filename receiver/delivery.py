@@ -156,7 +156,8 @@ def write_batch(batch: Batch, drain: Drain) -> int:
     fresh_ids: list[str] = []
     duplicates = 0
     if drain.recent_ids is not None and batch.records:
-        batch.records, fresh_ids, duplicates = drain.recent_ids.split(batch.records, now)
+        fresh, fresh_ids, duplicates = drain.recent_ids.split(batch.records, now)
+        batch.keep(fresh)
     for sink in drain.sinks:
         try:
             sink.write(batch)

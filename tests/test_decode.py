@@ -139,3 +139,20 @@ def test_lines_that_only_parse_when_joined_are_not_taken_for_records() -> None:
     batch = split_records(body)
     assert batch.records == [b'{"id":"ok"}']
     assert [r.raw for r in batch.rejects] == [b'{"a":[1', b'{"x":2}]}', b'{"p":1},{"q":2}']
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"id":"1"}\n{"id":"2"}\n', b'{"id":"1"}\n{"id":"2"}', b'{"id":"1"}\r\n\n{"id":"2"}\n',
+     b'[{"id":"1"},\n{"id":"2"}]', b'{"id":"1"}\n{"id":"2","m":"\xff"}\n', b'{"id":"1"}\nnope\n'],
+)
+def test_ndjson_of_a_batch_is_always_its_records_one_a_line(body: bytes) -> None:
+    batch = split_records(body)
+    assert batch.ndjson() == b"".join(record + b"\n" for record in batch.records)
+    batch.keep(batch.records[1:])
+    assert batch.ndjson() == b"".join(record + b"\n" for record in batch.records)
+
+
+def test_a_clean_ndjson_body_is_written_as_it_came() -> None:
+    body = b'{"id":"1"}\n{"id":"2"}\n'
+    assert split_records(body).ndjson() is body

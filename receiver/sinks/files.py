@@ -154,14 +154,13 @@ class FileSink:
         if day != self._day:
             self._rotate_all()
             self._day = day
-        chunks = self._partition(batch.records, day) if batch.records else {}
+        chunks = self._partition(batch, day) if batch.records else {}
         if batch.rejects:
-            chunks[REJECTED_PARTITION] = [reject_line(r, now) for r in batch.rejects]
+            chunks[REJECTED_PARTITION] = b"".join(reject_line(r, now) + b"\n" for r in batch.rejects)
         written: list[tuple[_ActiveFile, int]] = []
         total = 0
         try:
-            for partition, lines in chunks.items():
-                data = b"\n".join([*lines, b""])
+            for partition, data in chunks.items():
                 total += len(data)
                 active = self._active_file(partition, len(data))
                 written.append((active, active.size))
@@ -210,11 +209,12 @@ class FileSink:
         if self._slot_fd is not None:
             os.close(self._slot_fd)
 
-    def _partition(self, records: list[bytes], day: str) -> dict[str, list[bytes]]:
+    def _partition(self, batch: Batch, day: str) -> dict[str, bytes]:
+        """The batch's NDJSON for each partition it goes to."""
         if not self._needs_record_fields:
-            return {self.template.format(date=day): records}
-        chunks: dict[str, list[bytes]] = {}
-        for record in records:
+            return {self.template.format(date=day): batch.ndjson()}
+        groups: dict[str, list[bytes]] = {}
+        for record in batch.records:
             try:
                 fields = _decode_partition_fields(record)
             except (msgspec.DecodeError, RecursionError):
@@ -226,8 +226,8 @@ class FileSink:
             )
             if partition.split("/", 1)[0] == REJECTED_PARTITION:
                 partition = "_" + partition
-            chunks.setdefault(partition, []).append(record)
-        return chunks
+            groups.setdefault(partition, []).append(record)
+        return {partition: b"\n".join([*records, b""]) for partition, records in groups.items()}
 
     def _active_file(self, partition: str, incoming: int) -> _ActiveFile:
         """The partition's open active file, rotated first when `incoming` would overflow it."""

@@ -38,7 +38,7 @@ class StdoutSink:
     def write(self, batch: Batch) -> None:
         try:
             if batch.records:
-                data = b"\n".join([*batch.records, b""])
+                data = batch.ndjson()
                 if self._lock_fd is None:
                     write_all(STDOUT_FD, data)
                 else:
