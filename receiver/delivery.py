@@ -7,12 +7,12 @@ Vercel should try again. A 200 is sent only once every sink has written every re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -74,7 +74,7 @@ async def deliver(request: Request, drain: Drain) -> Response:
         client = request.client.host if request.client else "-"
         log.warning("refused a delivery from %s: %d %s", client, refusal.status, refusal.message)
         response = refusal.response()
-    metrics.DELIVERIES.labels(response.status_code).inc()
+    metrics.deliveries_with_status(response.status_code).inc()
     metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
     return response
 
@@ -82,7 +82,7 @@ async def deliver(request: Request, drain: Drain) -> Response:
 async def _deliver(request: Request, drain: Drain) -> Response:
     gzipped = _is_gzipped(request.headers.get("content-encoding"))
     body = await read_body(request, drain)
-    metrics.RECEIVED_BYTES.labels("wire").inc(len(body))
+    metrics.WIRE_BYTES.inc(len(body))
     claimed = request.headers.get(SIGNATURE_HEADER)
     if claimed is None:
         if is_handshake(_unsigned_peek(body, gzipped)):
@@ -91,7 +91,7 @@ async def _deliver(request: Request, drain: Drain) -> Response:
         raise Refusal(403, "missing_signature", f"{SIGNATURE_HEADER} header is missing; only Vercel's "
                       "signed deliveries and its {} endpoint check are accepted")
     payload = verified_payload(body, claimed, gzipped, drain.secrets(), drain.limits.decompressed_bytes)
-    metrics.RECEIVED_BYTES.labels("decompressed").inc(len(payload))
+    metrics.DECOMPRESSED_BYTES.inc(len(payload))
     batch = split_records(payload) if not is_handshake(payload) else Batch()
     duplicates = write_batch(batch, drain)
     if batch.rejects:
@@ -119,7 +119,7 @@ async def read_body(request: Request, drain: Drain) -> bytes:
     chunks: list[bytes] = []
     try:
         reserved = _reserve(drain, expected)
-        with anyio.fail_after(limits.body_seconds):
+        async with asyncio.timeout(limits.body_seconds):
             size = 0
             async for chunk in request.stream():
                 size += len(chunk)

@@ -7,6 +7,7 @@ every worker's files.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from prometheus_client import (
@@ -48,6 +49,16 @@ LAST_WRITE_TIMESTAMP = Gauge(
     "Unix time of the last batch every sink wrote",
     multiprocess_mode="max",
 )
+
+# The hot path's own series, looked up once rather than per request.
+WIRE_BYTES = RECEIVED_BYTES.labels("wire")
+DECOMPRESSED_BYTES = RECEIVED_BYTES.labels("decompressed")
+
+
+@functools.cache
+def deliveries_with_status(status: int) -> Counter:
+    return DELIVERIES.labels(status)
+
 
 # Series that alerting rules compare over time exist from the start, at zero.
 for _reason in ("missing", "invalid"):
