@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from receiver import metrics
@@ -128,6 +128,8 @@ async def read_body(request: Request, drain: Drain) -> bytes:
                 if size > reserved:
                     reserved += _reserve(drain, size - reserved)
                 chunks.append(chunk)
+    except ClientDisconnect:
+        raise Refusal(400, "client_disconnected", "the client closed the connection mid-body") from None
     except TimeoutError:
         raise Refusal(408, "body_timeout", f"the body did not arrive within {limits.body_seconds:g} s; "
                       "raise --body-timeout for slow links") from None
