@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from receiver.durable import fsync_directory
+
 log = logging.getLogger("receiver.secrets")
 
 SECRET_FILE_ENV = "DRAIN_SECRET_FILE"
@@ -92,7 +94,7 @@ def write_private_file(path: Path, content: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def prepend_secret(path: Path, secret: str) -> list[str]:
@@ -101,13 +103,6 @@ def prepend_secret(path: Path, secret: str) -> list[str]:
     write_secrets(path, updated)
     return updated
 
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from tests.fake_vercel import (
     TEAM_SLUG,
     FakeVercel,
     Run,
-    fake_vercel,
     run_register,
 )
 from tests.support import free_port, running_receiver
@@ -28,23 +26,6 @@ SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,100}")
 LIST = "GET /v2/integrations/log-drains"
 VERIFY = "GET /v1/verify-endpoint"
 CREATE = "POST /v2/integrations/log-drains"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeVercel]:
-    with fake_vercel() as server:
-        yield server
-
-
-@pytest.fixture
-def api(fake: FakeVercel) -> FakeVercel:
-    fake.reset()
-    return fake
-
-
-@pytest.fixture
-def secret_file(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "drain-secret"
 
 
 def register(

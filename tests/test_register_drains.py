@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,6 @@ from tests.fake_vercel import (
     FakeVercel,
     Run,
     drains_body_errors,
-    fake_vercel,
     run_register,
     schema_errors,
 )
@@ -33,23 +31,6 @@ ELSEWHERE = "https://elsewhere.example.org/"
 LIST = "GET /v1/drains"
 VERIFY = "GET /v1/verify-endpoint"
 CREATE = "POST /v1/drains"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeVercel]:
-    with fake_vercel() as server:
-        yield server
-
-
-@pytest.fixture
-def api(fake: FakeVercel) -> FakeVercel:
-    fake.reset()
-    return fake
-
-
-@pytest.fixture
-def secret_file(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "drain-secret"
 
 
 def register(

@@ -35,6 +35,7 @@ from isal import igzip
 
 from receiver import metrics
 from receiver.decode import Batch, Reject
+from receiver.durable import fsync_directory
 from receiver.sinks import SinkError, reject_line, write_all
 
 log = logging.getLogger("receiver.files")
@@ -256,7 +257,7 @@ class FileSink:
         if active.size:
             _move_torn_tail(active, self.root / REJECTED_PARTITION / self._names.active)
         elif self.fsync:
-            _fsync_directory(directory)
+            fsync_directory(directory)
         self._files[partition] = active
         return active
 
@@ -393,7 +394,7 @@ def _compress(path: Path) -> None:
     with partial.open("rb") as written:
         os.fsync(written.fileno())
     os.replace(partial, target)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     path.unlink()
 
 
@@ -429,13 +430,6 @@ def _move_torn_tail(active: _ActiveFile, rejects_path: Path) -> None:
     active.size = os.fstat(active.fd).st_size
     log.warning("moved a torn last line of %s (%d bytes) to rejected/", active.path, len(torn))
 
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _close_quietly(fd: int, fsync: bool = False) -> None:
