@@ -465,6 +465,23 @@ class Run:
         """stderr without the retry/warning notes."""
         return [line for line in self.stderr.splitlines() if ": warning: " not in line]
 
+    def one_error_line(self) -> str:
+        """The single error line every failure prints (besides warnings)."""
+        lines = self.error_lines()
+        assert len(lines) == 1, self.stderr
+        assert lines[0].startswith("register.py: error: ")
+        return lines[0]
+
+    def checked(self, api: FakeVercel) -> Run:
+        """What every run must hold: no traceback, every body sent valid for its API, and no
+        token or secret in the output."""
+        assert "Traceback" not in self.stderr
+        assert api.validation_errors == []
+        for secret in [INTEGRATION_TOKEN, PERSONAL_TOKEN, *api.secrets.values()]:
+            if secret:
+                assert secret not in self.stdout + self.stderr
+        return self
+
 
 @contextmanager
 def fake_vercel() -> Iterator[FakeVercel]:

@@ -41,24 +41,13 @@ def register(
     }
     argv = list(args) if url_given or "--url" in args or "--help" in args else [*args, "--url", URL]
     run = run_register(argv, home=secret_file.parent.parent / "home", env={**base, **env})
-    assert "Traceback" not in run.stderr
-    assert api.validation_errors == []  # every body sent matched the API's schema
-    for secret in [INTEGRATION_TOKEN, PERSONAL_TOKEN, *api.secrets.values()]:
-        if secret:
-            assert secret not in run.stdout + run.stderr
-    return run
+    return run.checked(api)
 
 
 def sent_secret(api: FakeVercel) -> str:
     (create,) = api.sent("POST")
     return create.json()["secret"]
 
-
-def one_error_line(run: Run) -> str:
-    lines = run.error_lines()
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("register.py: error: ")
-    return lines[0]
 
 
 # --- Contract: token, options, --help ---------------------------------------------------------
@@ -69,7 +58,7 @@ def test_missing_token_names_vercel_token_and_sends_nothing(
 ) -> None:
     run = register(api, secret_file, token=None)
     assert run.returncode == 2
-    assert "VERCEL_TOKEN" in one_error_line(run)
+    assert "VERCEL_TOKEN" in run.one_error_line()
     assert api.requests == []
     assert not secret_file.exists()
 
@@ -134,7 +123,7 @@ def test_bad_input_is_one_line_exit_2_and_no_request(
 ) -> None:
     run = register(api, secret_file, *args, **env)
     assert run.returncode == 2
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert named in line
     if allowed:
         assert allowed in line
@@ -148,14 +137,14 @@ def test_a_token_that_cannot_be_one_is_a_usage_error(
 ) -> None:
     run = register(api, secret_file, token=token)
     assert run.returncode == 2
-    assert "VERCEL_TOKEN" in one_error_line(run) and token not in run.stderr
+    assert "VERCEL_TOKEN" in run.one_error_line() and token not in run.stderr
     assert api.requests == []
 
 
 def test_a_bad_value_from_a_variable_names_the_variable(api: FakeVercel, secret_file: Path) -> None:
     run = register(api, secret_file, DRAIN_DELIVERY_FORMAT="csv")
     assert run.returncode == 2
-    assert "--format (DRAIN_DELIVERY_FORMAT) 'csv'" in one_error_line(run)
+    assert "--format (DRAIN_DELIVERY_FORMAT) 'csv'" in run.one_error_line()
 
 
 # --- Creating the drain -------------------------------------------------------------------------
@@ -280,7 +269,7 @@ def test_url_is_derived_from_the_platform(
 def test_no_url_anywhere_is_a_usage_error(api: FakeVercel, secret_file: Path) -> None:
     run = register(api, secret_file, NO_URL="1")
     assert run.returncode == 2
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert "--url" in line and "DRAIN_URL" in line
     assert api.requests == []
 
@@ -369,7 +358,7 @@ def test_replace_that_cannot_delete_says_how_to_finish(api: FakeVercel, secret_f
     assert run.returncode == 1
     new = api.integration_drains[-1]["id"]
     assert new in run.stdout
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert f"new drain {api.integration_drains[-1]['id']} is in place" in line
     assert "403" in line and f"python register.py remove {old}" in line
     assert [d["id"] for d in api.integration_drains] == [old, new]
@@ -383,7 +372,7 @@ def test_400_for_a_non_integration_token_says_which_token_is_needed(
 ) -> None:
     run = register(api, secret_file, token=PERSONAL_TOKEN)
     assert run.returncode == 1
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert "400" in line and "integration's OAuth2 access token" in line
     assert "Register the drain" in line and "--api drains" in line
     assert read_secrets(secret_file) == []  # the unused secret is taken back out
@@ -395,7 +384,7 @@ def test_400_explanation_does_not_depend_on_the_api_message(
     api.fail("POST", "/v2/integrations/log-drains", status=400, body={"unexpected": True})
     run = register(api, secret_file)
     assert run.returncode == 1
-    assert "integration's OAuth2 access token" in one_error_line(run)
+    assert "integration's OAuth2 access token" in run.one_error_line()
 
 
 @pytest.mark.parametrize(
@@ -420,7 +409,7 @@ def test_api_failures_are_explained_in_one_line_with_exit_1(
         api.fail("GET", "/v2/integrations/log-drains", **{"times": 1, **how})
     run = register(api, secret_file, *args, token=token)
     assert run.returncode == 1
-    line = one_error_line(run)
+    line = run.one_error_line()
     for text in expected:
         assert text in line
     assert api.sent("POST") == []
@@ -430,7 +419,7 @@ def test_api_failures_are_explained_in_one_line_with_exit_1(
 def test_network_failure_is_explained(api: FakeVercel, secret_file: Path) -> None:
     run = register(api, secret_file, "--api-url", f"http://127.0.0.1:{free_port()}")
     assert run.returncode == 1
-    assert "could not connect" in one_error_line(run)
+    assert "could not connect" in run.one_error_line()
     assert not secret_file.exists()
 
 
@@ -452,7 +441,7 @@ def test_5xx_that_persists_keeps_the_secret_in_case_the_drain_exists(
              headers={"Retry-After": "0"})
     run = register(api, secret_file)
     assert run.returncode == 1
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert "500" in line and "may have been created" in line and "register.py list" in line
     assert len(api.sent("POST")) == 4
     assert read_secrets(secret_file) == [api.sent("POST")[0].json()["secret"]]
@@ -473,7 +462,7 @@ def test_429_with_a_long_retry_after_gives_up_at_once(api: FakeVercel, secret_fi
     api.fail("POST", "/v2/integrations/log-drains", status=429, headers={"Retry-After": "3600"})
     run = register(api, secret_file)
     assert run.returncode == 1
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert "429" in line and "try again in 3600 seconds" in line
     assert len(api.sent("POST")) == 1
     assert run.seconds < 10
@@ -485,7 +474,7 @@ def test_429_retries_are_bounded(api: FakeVercel, secret_file: Path) -> None:
              headers={"Retry-After": "0"})
     run = register(api, secret_file)
     assert run.returncode == 1
-    assert "rate limited (4 attempts)" in one_error_line(run)
+    assert "rate limited (4 attempts)" in run.one_error_line()
     assert len(api.sent("GET")) == 4
 
 
@@ -493,7 +482,7 @@ def test_unreadable_create_answer_is_explained(api: FakeVercel, secret_file: Pat
     api.fail("POST", "/v2/integrations/log-drains", action="invalid-json")
     run = register(api, secret_file)
     assert run.returncode == 1
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert "not JSON" in line and "may have been created" in line
 
 
@@ -502,7 +491,7 @@ def test_unwritable_secret_file_is_a_usage_error(api: FakeVercel, tmp_path: Path
     blocker.write_text("")
     run = register(api, blocker / "drain-secret")
     assert run.returncode == 2
-    assert "--secret-file" in one_error_line(run)
+    assert "--secret-file" in run.one_error_line()
     assert api.sent("POST") == []
 
 

@@ -47,23 +47,13 @@ def register(
         "VERCEL_API_URL": api.url, "VERCEL_TOKEN": token, "DRAIN_SECRET_FILE": str(secret_file),
         **env,
     })
-    assert "Traceback" not in run.stderr
-    assert api.validation_errors == []  # every body sent matched the API's schema
-    for secret in [INTEGRATION_TOKEN, PERSONAL_TOKEN, *api.secrets.values()]:
-        if secret:
-            assert secret not in run.stdout + run.stderr
-    return run
+    return run.checked(api)
 
 
 def created_body(api: FakeVercel) -> dict:
     (create,) = api.sent("POST")
     return create.json()
 
-
-def one_error_line(run: Run) -> str:
-    lines = run.error_lines()
-    assert len(lines) == 1, run.stderr
-    return lines[0]
 
 
 # --- The fake's own checks: a body register.py must never send is refused ----------------------
@@ -164,7 +154,7 @@ def test_drains_api_inputs_are_checked_before_any_request(
 ) -> None:
     run = register(api, secret_file, *args)
     assert run.returncode == 2
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert named in line and (allowed is None or allowed in line)
     assert api.requests == []
 
@@ -227,7 +217,7 @@ def test_drains_api_errors_are_explained(
              body={"error": {"code": "bad_request", "message": "invalid projectIds"}})
     run = register(api, secret_file)
     assert run.returncode == 1
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert all(text in line for text in expected)
     assert "rerun with --api drains" not in line  # that advice is for the integration API
     assert read_secrets(secret_file) == []
@@ -241,7 +231,7 @@ def test_personal_token_on_the_integration_api_is_told_to_use_drains(
 ) -> None:
     run = register(api, secret_file, drains=False)
     assert run.returncode == 1
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert "not" in line and "integration" in line and "rerun with --api drains" in line
     api.reset()
     again = register(api, secret_file)
@@ -305,7 +295,7 @@ def test_unwritable_verify_file_stops_before_creating(
     blocker.write_text("")
     run = register(api, secret_file, "--verify-file", str(blocker / "verify"))
     assert run.returncode == 2
-    assert "--verify-file" in one_error_line(run)
+    assert "--verify-file" in run.one_error_line()
     assert api.sent("POST") == [] and read_secrets(secret_file) == []
 
 
@@ -363,7 +353,7 @@ def test_remove_refuses_a_drain_of_another_receiver(api: FakeVercel, secret_file
     other = api.add_drain(ELSEWHERE)
     run = register(api, secret_file, "remove", other)
     assert run.returncode == 1
-    line = one_error_line(run)
+    line = run.one_error_line()
     assert ELSEWHERE in line and f"--url {ELSEWHERE}" in line
     assert api.sent("DELETE") == []
 
@@ -371,7 +361,7 @@ def test_remove_refuses_a_drain_of_another_receiver(api: FakeVercel, secret_file
 def test_remove_of_an_unknown_id_points_at_list(api: FakeVercel, secret_file: Path) -> None:
     run = register(api, secret_file, "remove", "drn_missing")
     assert run.returncode == 1
-    assert "drn_missing" in one_error_line(run) and "register.py list" in run.stderr
+    assert "drn_missing" in run.one_error_line() and "register.py list" in run.stderr
 
 
 @pytest.mark.parametrize("command", [["list"], ["remove", "drn_x"]])
@@ -380,17 +370,17 @@ def test_list_and_remove_explain_api_errors(
 ) -> None:
     run = register(api, secret_file, *command, token="revoked-token")
     assert run.returncode == 1
-    assert "401" in one_error_line(run) and "VERCEL_TOKEN" in run.stderr
+    assert "401" in run.one_error_line() and "VERCEL_TOKEN" in run.stderr
     api.reset()
     api.fail("GET", "/v1/drains", action="drop")
     dropped = register(api, secret_file, *command)
-    assert dropped.returncode == 1 and "connection" in one_error_line(dropped)
+    assert dropped.returncode == 1 and "connection" in dropped.one_error_line()
 
 
 def test_remove_needs_an_id(api: FakeVercel, secret_file: Path) -> None:
     run = register(api, secret_file, "remove")
     assert run.returncode == 2
-    assert "id" in one_error_line(run)
+    assert "id" in run.one_error_line()
     assert api.requests == []
 
 
@@ -399,7 +389,7 @@ def test_remove_deleting_fails_is_explained(api: FakeVercel, secret_file: Path) 
     api.fail("DELETE", "/v1/drains/", status=404)
     run = register(api, secret_file, "remove", target)
     assert run.returncode == 1
-    assert "404" in one_error_line(run)
+    assert "404" in run.one_error_line()
 
 
 # --- 5. the full loop: a receiver serving the fetched code and verifying deliveries --------------
