@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -19,6 +20,7 @@ from receiver.settings import WORKER_SETTINGS_ENV, Settings, settings_to_environ
 
 HEADER_TIMEOUT_ENV = "DRAIN_HEADER_TIMEOUT"
 
+
 class HeaderDeadlineProtocol(H11Protocol):
     """uvicorn's h11 protocol, plus a deadline for each request's headers.
 
@@ -31,9 +33,14 @@ class HeaderDeadlineProtocol(H11Protocol):
     not one that connects and then sends nothing, or sends its headers a byte at a time. Here a
     connection whose next request's headers are not complete within `--header-timeout` seconds
     of its start (or of its previous response) is closed. The body has its own limit in the app.
+    The timeout comes from the environment because `--workers` hands uvicorn this class by
+    reference, to be imported again in each worker process.
     """
 
-    header_timeout: float | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, "10"))
+        self._header_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -45,18 +52,14 @@ class HeaderDeadlineProtocol(H11Protocol):
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        deadline = getattr(self, "_header_deadline", None)
-        if deadline is not None:
-            deadline.cancel()
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
         super().connection_lost(exc)
 
     def _arm_header_deadline(self) -> None:
-        if HeaderDeadlineProtocol.header_timeout is None:
-            HeaderDeadlineProtocol.header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, "10"))
-        previous = getattr(self, "_header_deadline", None)
-        if previous is not None:
-            previous.cancel()
-        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_overdue)
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+        self._header_deadline = self.loop.call_later(self._header_timeout, self._headers_overdue)
 
     def _headers_overdue(self) -> None:
         waiting_for_headers = self.cycle is None or self.cycle.response_complete
