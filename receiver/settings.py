@@ -132,7 +132,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
            "256MiB", "largest body after gzip decompression (413 "
            "above)", type=parse_size)
     option("--fsync", "DRAIN_FSYNC", "false", "fsync written files before acknowledging",
-           type=parse_bool, nargs="?", const="true")
+           type=parse_bool, nargs="?", const=True)
     option("--max-file-bytes", "DRAIN_MAX_FILE_BYTES", "128MiB",
            "rotate an active file before it grows past this size", type=parse_size)
     option("--keep-days", "DRAIN_KEEP_DAYS", defaults.keep_days,
@@ -155,7 +155,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--log-format", "DRAIN_LOG_FORMAT", defaults.log_format,
            "the service's own logs as plain lines or JSON objects", choices=LOG_FORMATS)
     option("--access-log", "DRAIN_ACCESS_LOG", "false", "log every request on stderr",
-           type=parse_bool, nargs="?", const="true")
+           type=parse_bool, nargs="?", const=True)
     option("--shutdown-timeout", "DRAIN_SHUTDOWN_TIMEOUT", defaults.shutdown_timeout,
            "seconds to let in-flight deliveries finish after SIGTERM", type=float)
     return parser
@@ -174,9 +174,6 @@ def load_settings(
         parser.error(str(error))
     if args.workers < 1 or args.max_connections < 1:
         parser.error("--workers and --max-connections must be at least 1")
-    for name in ("fsync", "access_log"):
-        if isinstance(getattr(args, name), str):
-            setattr(args, name, parse_bool(getattr(args, name)))
     return Settings(
         host=args.host,
         port=args.port,
