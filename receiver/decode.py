@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import msgspec
+import simdjson
 
 from receiver.protocol import JSON_WHITESPACE
 
@@ -21,6 +22,11 @@ GZIP_WBITS = 16 + zlib.MAX_WBITS
 _decode_value = msgspec.json.Decoder(msgspec.Raw).decode
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
 PARSE_ERRORS = (msgspec.DecodeError, RecursionError)
+_simdjson_parse = simdjson.Parser().parse
+SIMDJSON_ERRORS = (ValueError, RuntimeError)  # RuntimeError: too deep, or an integer past 64 bits
+# simdjson keeps a buffer as large as the largest document it has parsed: longer lines take the
+# slow way, so one huge line does not pin that much memory for the rest of the process's life.
+CLEAN_LINE_MAX_BYTES = 1024 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -89,11 +95,44 @@ def gunzip(body: bytes, limit: int) -> bytes:
 
 def split_records(body: bytes) -> Batch:
     """The records in a JSON array, NDJSON, or single-object body, detected from the body."""
+    clean = _clean_ndjson(body)
+    if clean is not None:
+        return clean
     is_array = body.lstrip(JSON_WHITESPACE)[:1] == b"["
     batch = _from_array(body) if is_array else _from_lines(body)
     if not body.isascii():
         _reject_invalid_utf8(batch)
     return batch
+
+
+def _clean_ndjson(body: bytes) -> Batch | None:
+    """The common case at C speed: NDJSON whose every line is one JSON object in valid UTF-8,
+    with nothing around it, kept as it came. None sends the body the slow way, which decides
+    line by line (and turns a CR between tokens into a space).
+
+    simdjson checks a line's JSON and its UTF-8 in one pass (bench, 100 realistic records a
+    batch: 100-120 us, against 155 us for one msgspec parse of all the lines joined into an
+    array plus a UTF-8 decode, and ~220 us for that parse plus the per-record UTF-8 checks).
+    Each line is parsed on its own, so a line is a record only if it is a whole JSON value.
+    """
+    if body[:1] != b"{" or b"\r" in body:
+        return None
+    lines = body.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    if not all(map(_is_clean_object, lines)):
+        return None
+    return Batch(records=lines, joined=body if body.endswith(b"\n") else None)
+
+
+def _is_clean_object(line: bytes) -> bool:
+    if line[:1] != b"{" or line[-1:] != b"}" or len(line) > CLEAN_LINE_MAX_BYTES:
+        return False
+    try:
+        _simdjson_parse(line)
+    except SIMDJSON_ERRORS:
+        return False
+    return True
 
 
 def _from_array(body: bytes) -> Batch:
@@ -114,12 +153,7 @@ def _from_array(body: bytes) -> Batch:
 
 
 def _from_lines(body: bytes) -> Batch:
-    lines = body.split(b"\n")
-    if not lines[-1]:
-        lines.pop()
-    if _all_objects(lines, body):
-        return Batch(records=lines, joined=body if body.endswith(b"\n") else None)
-    lines = [stripped for line in lines if (stripped := line.strip(JSON_WHITESPACE))]
+    lines = [stripped for line in body.split(b"\n") if (stripped := line.strip(JSON_WHITESPACE))]
     batch = Batch()
     for line in lines:
         problem = _json_problem(line)
@@ -132,25 +166,6 @@ def _from_lines(body: bytes) -> Batch:
     if batch.rejects and len(lines) > 1:
         return _as_one_object(body) or batch
     return batch
-
-
-def _all_objects(lines: list[bytes], body: bytes) -> bool:
-    """Whether every line is exactly one JSON object, with nothing around it: the common case,
-    checked at C speed in one parse of all the lines, joined with commas into one array.
-
-    That parse is about 3x faster than one line at a time (bench: 100 realistic records,
-    368 us against 1,040 us). The array's elements must line up with the lines, which equal
-    lengths prove (an element spanning two lines, two on one line, or whitespace around one
-    would shift them), and each line must start with `{`. Bodies with a CR take the slow
-    path, which turns a CR between tokens into a space.
-    """
-    if not lines or b"\r" in body or not all(line[:1] == b"{" for line in lines):
-        return False
-    try:
-        values = _decode_array(b"[" + b",".join(lines) + b"]")
-    except PARSE_ERRORS:
-        return False
-    return list(map(len, values)) == list(map(len, lines))
 
 
 def _as_one_object(body: bytes) -> Batch | None:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from receiver.decode import BadGzip, BodyTooLarge, gunzip, split_records
+from receiver.decode import BadGzip, BodyTooLarge, _clean_ndjson, _from_lines, gunzip, split_records
 from tests.support import Receiver, running_receiver, sign
 
 WHITESPACE = b" \t\r\n"
@@ -166,6 +166,22 @@ def is_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+@PURE
+@given(st.one_of(arbitrary_bodies, st.lists(line_fragments, min_size=1, max_size=6).map(b"\n".join)))
+@example(b'{"a":[1\n{"x":2}]}\n{"p":1},{"q":2}')
+@example(b'{"n":123456789012345678901234567890}\n{"m":"\\ud83d"}\n{"x":1e999}')
+def test_the_fast_ndjson_path_agrees_with_the_slow_one(body: bytes) -> None:
+    """`_clean_ndjson` (simdjson, line by line) may only take a body the slow way would take
+    whole, record for record, and with the same bytes."""
+    fast = _clean_ndjson(body)
+    event("fast path" if fast is not None else "slow path")
+    if fast is not None:
+        slow = _from_lines(body)
+        assert (fast.records, fast.rejects) == (slow.records, [])
+        assert fast.ndjson() == slow.ndjson()
+        assert is_utf8(body)
 
 
 @PURE
