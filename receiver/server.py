@@ -12,22 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from receiver import metrics
 from receiver.app import create_app
 from receiver.settings import WORKER_SETTINGS_ENV, Settings, settings_to_environment
 
 HEADER_TIMEOUT_ENV = "DRAIN_HEADER_TIMEOUT"
+MAX_HEADER_BYTES = 16 * 1024  # h11's limit, which this receiver had before
 
 
-class HeaderDeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol, plus a deadline for each request's headers.
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus the two guards it lacks: a cap on the size of each
+    request's headers, and a deadline for them.
 
-    h11 even where httptools is installed: h11 refuses request headers over 16 KiB, httptools
-    takes any size (the tests cover h11's behaviour). The loop is asyncio's even where uvloop
-    is installed: with h11, uvloop gained nothing in the benchmark (113-116k records/s against
-    121k) and made p99 worse (28-30 ms against 21 ms), so the same loop runs everywhere.
+    httptools (llhttp) rather than h11, and uvloop, for speed: 120k -> 166k records/s with
+    httptools, 190k with uvloop too (bench, NDJSON, 100-record batches; bench/RESULTS.md).
+    But httptools buffers request headers of any size until they end, where h11 refused them
+    past 16 KiB. Here a request line and headers past `MAX_HEADER_BYTES` get a 431 and the
+    connection is closed: checked exactly once they are complete, and for every read while
+    they are still arriving, so at most the cap plus one read is ever held.
 
     uvicorn closes a connection that stays idle after a response (`timeout_keep_alive`), but
     not one that connects and then sends nothing, or sends its headers a byte at a time. Here a
@@ -41,11 +45,50 @@ class HeaderDeadlineProtocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, "10"))
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._parser_events = 0
+        self._headers_too_large = False
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         _set_nodelay(transport)
         self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        events = self._parser_events
+        super().data_received(data)
+        if self._awaiting_headers and events == self._parser_events:  # all of `data` was headers
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                self._headers_too_large = True
+                self.send_400_response("")
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._parser_events += 1
+        self._header_bytes = 0
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > MAX_HEADER_BYTES:
+            self._headers_too_large = True
+            raise HeadersTooLarge  # httptools stops parsing; uvicorn answers with send_400_response
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._awaiting_headers = True
+        self._parser_events += 1
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._headers_too_large:
+            super().send_400_response(msg)
+            return
+        message = f"request headers are larger than {MAX_HEADER_BYTES} bytes"
+        self.logger.warning("refused a request from %s: %s", _host(self.client), message)
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+                             b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+                             % (len(message), message.encode()))
+        self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -65,6 +108,14 @@ class HeaderDeadlineProtocol(H11Protocol):
         waiting_for_headers = self.cycle is None or self.cycle.response_complete
         if waiting_for_headers and not self.transport.is_closing():
             self.transport.close()
+
+
+class HeadersTooLarge(Exception):
+    """Raised inside the parser's callback to stop it; answered with a 431."""
+
+
+def _host(client: tuple[str, int] | None) -> str:
+    return client[0] if client else "-"
 
 
 def _set_nodelay(transport: Any) -> None:
@@ -87,8 +138,8 @@ def serve(settings: Settings, log_config: dict[str, Any]) -> None:
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         limit_concurrency=settings.max_connections,
-        http=HeaderDeadlineProtocol,
-        loop="asyncio",
+        http=GuardedHttpProtocol,
+        loop="auto",
         server_header=False,
     )
     if settings.workers == 1:
