@@ -31,12 +31,12 @@ CATEGORIES: list[tuple[str, str]] = [
     ("rotated-file gzip (background thread)", r"_compress \(|GzipFile"),
     ("HMAC-SHA1 verify", r"signature_matches|/hmac\.py|hashlib"),
     ("gzip inflate", r"gunzip|zlib|/gzip\.py"),
-    ("JSON validate/split (msgspec)", r"receiver/decode\.py|msgspec"),
+    ("JSON validate/split (simdjson, msgspec)", r"receiver/decode\.py|msgspec|simdjson"),
     ("sink write (os.write)", r"write_all|write_batch|sinks/"),
-    ("HTTP parsing (h11)", r"h11/|h11_impl|httptools"),
+    ("HTTP (uvicorn's httptools protocol)", r"h11/|h11_impl|httptools|receiver/server\.py"),
     ("response building", r"json_response|responses\.py|orjson"),
     ("Starlette routing/request", r"starlette/"),
-    ("asyncio event loop", r"asyncio/|selectors|uvloop"),
+    ("event loop (uvloop, asyncio)", r"asyncio/|selectors|uvloop"),
     ("logging", r"logging/"),
 ]
 

@@ -1,4 +1,4 @@
-"""The Starlette application: routes, and the sinks' lifetime."""
+"""The ASGI app: deliveries go straight to the hot path, other routes to Starlette; sink lifetimes."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver import metrics
 from receiver.dedupe import RecentIds
-from receiver.delivery import Drain, Limits, deliver, json_response
+from receiver.delivery import Drain, Limits, deliver
 from receiver.protocol import VERIFY_HEADER
 from receiver.secret_file import WatchedLines
 from receiver.settings import Settings, settings_from_environment
@@ -24,7 +26,7 @@ from receiver.sinks.stdout import StdoutSink
 
 log = logging.getLogger("receiver")
 
-DRAIN_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+OTHER_METHODS = ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]  # POST goes to `deliver`
 
 
 def build_sinks(settings: Settings) -> list[Sink]:
@@ -38,33 +40,26 @@ def build_sinks(settings: Settings) -> list[Sink]:
     return sinks
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> ASGIApp:
+    """The receiver as one ASGI app: deliveries go straight to `deliver`, the rest to Starlette."""
     drain = Drain(
         sinks=build_sinks(settings),
         limits=Limits(settings.max_body_bytes, settings.max_decompressed_bytes,
                       settings.max_inflight_bytes, settings.body_timeout),
         env_secrets=settings.secrets,
         secret_file=WatchedLines(settings.secret_file),
+        verify_token=settings.verify_token,
+        verify_file=WatchedLines(settings.verify_file),
         recent_ids=RecentIds(settings.dedupe_window) if settings.dedupe_window > 0 else None,
     )
-    verify_file = WatchedLines(settings.verify_file)
 
-    def verify_code() -> str | None:
-        if settings.verify_token:
-            return settings.verify_token
-        codes = verify_file.current()
-        return codes[0] if codes else None
-
-    async def drain_endpoint(request: Request) -> Response:
-        if request.method == "POST":
-            response = await deliver(request, drain)
-        elif request.method in ("GET", "HEAD"):
+    async def service_info(request: Request) -> Response:
+        if request.method in ("GET", "HEAD"):
             response = json_response(200, {"service": "vercel-drain-receiver"})
         else:
-            response = json_response(405, {"code": "method_not_allowed",
-                                           "error": "use POST for deliveries"},
+            response = json_response(405, {"code": "method_not_allowed", "error": "use POST for deliveries"},
                                      {"allow": "GET, HEAD, POST"})
-        code = verify_code()
+        code = drain.verify_code()
         if code:
             response.headers[VERIFY_HEADER] = code
         return response
@@ -95,9 +90,9 @@ def create_app(settings: Settings) -> Starlette:
                 sink.close()
             log.info("worker %d: sinks flushed and closed", os.getpid())
 
-    return Starlette(
+    starlette = Starlette(
         routes=[
-            Route("/", drain_endpoint, methods=DRAIN_METHODS),
+            Route("/", service_info, methods=OTHER_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_page, methods=["GET"]),
@@ -105,7 +100,19 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
 
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
+            await deliver(scope, receive, send, drain)
+        else:
+            await starlette(scope, receive, send)
 
-def app_from_environment() -> Starlette:
+    return app
+
+
+def json_response(status: int, content: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status, headers, media_type="application/json")
+
+
+def app_from_environment() -> ASGIApp:
     """The app of a worker process started by `--workers N` (settings come from the supervisor)."""
     return create_app(settings_from_environment())
