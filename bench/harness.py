@@ -65,7 +65,8 @@ class Scenario:
     server_cpus: str = SERVER_CPUS
     duration: float | None = None  # seconds; None = the run's default
     group: str = "main"
-    python: str = sys.executable  # e.g. a venv that also has uvloop and httptools
+    python: str = sys.executable
+    uvicorn_args: tuple[str, ...] = ()  # for the null and naive apps, e.g. ("--http", "h11")
 
 
 @dataclass
@@ -109,7 +110,7 @@ def server_command(sc: Scenario, port: int, out_dir: Path, uvicorn_args: list[st
     app = {"null": "null_app:app", "naive": "naive_app:app"}[sc.target]
     env["NAIVE_OUT"] = str(out_dir / "data" / "naive.ndjson")
     cmd = [sc.python, "-m", "uvicorn", app, "--app-dir", str(BENCH_DIR), *host,
-           "--log-level", "warning", *uvicorn_args]
+           "--log-level", "warning", *uvicorn_args, *sc.uvicorn_args]
     return cmd, env
 
 

@@ -131,6 +131,14 @@ def targets_table(results: list[Result]) -> list[str]:
                      f"{r.peak_rss_mb:.0f} MB", "< 150 MB", r.peak_rss_mb < 150))
         rows.append(("RSS growth over that run (last fifth - second fifth)",
                      f"{r.rss_growth_mb:+.1f} MB", "no growth", abs(r.rss_growth_mb) < 10))
+    receiver, null_h11, naive_h11 = (get(name) for name in (
+        "receiver-ndjson", "null-ndjson-h11", "naive-ndjson-h11"))
+    if receiver and null_h11 and naive_h11:
+        ours = _median([r.records_per_s for r in receiver])
+        rows.append(("ndjson: receiver / null app on h11 + asyncio (reference)",
+                     f"{ours / null_h11[0].records_per_s:.0%}", "(reference)", None))
+        rows.append(("ndjson: receiver / naive receiver on h11 + asyncio (reference)",
+                     f"{ours / naive_h11[0].records_per_s:.1f}x", "(reference)", None))
     one, two = get("receiver-ndjson-1w"), get("receiver-ndjson-2w")
     skipped = [r for r in results if r.scenario.name == "receiver-ndjson-2w" and
                r.status == "skipped"]

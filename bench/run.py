@@ -31,8 +31,7 @@ def body_spec(fmt: str, batch: int, quick: bool, gz: bool = False) -> gen.BodySp
     return gen.BodySpec(fmt, batch, bodies, gz)
 
 
-def scenarios(quick: bool, fast_python: str | None = None
-              ) -> tuple[list[Scenario], list[Scenario]]:
+def scenarios(quick: bool) -> tuple[list[Scenario], list[Scenario]]:
     """(the main matrix, run once per round; the other scenarios, run once)."""
     main: list[Scenario] = []
     for fmt in ("ndjson", "array"):
@@ -60,10 +59,11 @@ def scenarios(quick: bool, fast_python: str | None = None
         Scenario("receiver-ndjson-2w", "receiver", spec, receiver_args=("--workers", "2"),
                  server_cpus=ALL_CPUS, group="workers"),
     ]
-    if fast_python:
-        # uvicorn picks uvloop and httptools by itself when they are installed.
-        extra += [Scenario(f"{t}-ndjson-uvloop", t, spec, group="uvloop", python=fast_python)
-                  for t in ("null", "receiver")]
+    # The same apps on uvicorn's pure-Python stack (h11 + asyncio), for reference: the
+    # receiver itself always runs on httptools + uvloop.
+    extra += [Scenario(f"{t}-ndjson-h11", t, spec, group="h11",
+                       uvicorn_args=("--http", "h11", "--loop", "asyncio"))
+              for t in ("null", "naive")]
     rss = gen.BodySpec("ndjson", 0, 6 if quick else 24, target_bytes=1_000_000)
     extra.append(Scenario("receiver-ndjson-1MB-rss", "receiver", rss, group="rss"))
     return main, extra
@@ -85,9 +85,6 @@ def main() -> int:
                         help="benchmark the receiver of this commit (default HEAD)")
     parser.add_argument("--working-tree", action="store_true",
                         help="benchmark receiver/ as it is in the working tree instead")
-    parser.add_argument("--fast-python", default="/tmp/venv-bench-fast/bin/python",
-                        help="a Python with uvloop+httptools for the -uvloop scenarios "
-                             "(skipped when it does not exist)")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
     args = parser.parse_args()
 
@@ -103,8 +100,7 @@ def main() -> int:
     receiver = harness.use_receiver_ref(None if args.working_tree else args.receiver_ref,
                                         args.work)
     print(f"receiver: {receiver}", flush=True)
-    fast = args.fast_python if Path(args.fast_python).exists() else None
-    main_set, extra = scenarios(args.quick, fast)
+    main_set, extra = scenarios(args.quick)
     if args.only:
         main_set = [s for s in main_set if args.only in s.name]
         extra = [s for s in extra if args.only in s.name]
