@@ -61,8 +61,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._awaiting_headers and events == self._parser_events:  # all of `data` was headers
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-                self._headers_too_large = True
-                self.send_400_response("")
+                self._refuse_large_headers()
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
@@ -71,7 +70,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > MAX_HEADER_BYTES:
             self._headers_too_large = True
-            raise HeadersTooLarge  # httptools stops parsing; uvicorn answers with send_400_response
+            raise HeadersTooLarge  # stops httptools; uvicorn then calls send_400_response
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -80,9 +79,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        if not self._headers_too_large:
+        if self._headers_too_large:
+            self._refuse_large_headers()
+        else:
             super().send_400_response(msg)
-            return
+
+    def _refuse_large_headers(self) -> None:
         message = f"request headers are larger than {MAX_HEADER_BYTES} bytes"
         self.logger.warning("refused a request from %s: %s", _host(self.client), message)
         self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
