@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from receiver import metrics
 from receiver.decode import BadGzip, Batch, BodyTooLarge, gunzip, split_records
 from receiver.dedupe import RecentIds
+from receiver.logs import client_host
 from receiver.protocol import (
     SIGNATURE_HEADER,
     VERIFY_HEADER,
@@ -95,8 +96,8 @@ async def deliver(scope: Scope, receive: Receive, send: Send, drain: Drain) -> N
     try:
         status, answer, headers = 200, await _deliver(scope, receive, drain), []
     except Refusal as refusal:
-        client = scope["client"][0] if scope.get("client") else "-"
-        log.warning("refused a delivery from %s: %d %s", client, refusal.status, refusal.message)
+        log.warning("refused a delivery from %s: %d %s", client_host(scope.get("client")),
+                    refusal.status, refusal.message)
         status, headers = refusal.status, refusal.headers()
         answer = {"code": refusal.code, "error": refusal.message}
     await send_json(send, status, answer, headers + drain.verify_headers())

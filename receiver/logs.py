@@ -9,6 +9,11 @@ from typing import Any
 import orjson
 
 
+def client_host(client: tuple[str, int] | None) -> str:
+    """A peer's address for a log line; "-" where the server does not know it."""
+    return client[0] if client else "-"
+
+
 class UTCFormatter(logging.Formatter):
     converter = time.gmtime
 

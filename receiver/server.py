@@ -16,6 +16,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from receiver import metrics
 from receiver.app import create_app
+from receiver.logs import client_host
 from receiver.settings import WORKER_SETTINGS_ENV, Settings, settings_to_environment
 
 HEADER_TIMEOUT_ENV = "DRAIN_HEADER_TIMEOUT"
@@ -86,7 +87,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _refuse_large_headers(self) -> None:
         message = f"request headers are larger than {MAX_HEADER_BYTES} bytes"
-        self.logger.warning("refused a request from %s: %s", _host(self.client), message)
+        self.logger.warning("refused a request from %s: %s", client_host(self.client), message)
         self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
                              b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
                              % (len(message), message.encode()))
@@ -114,10 +115,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
 class HeadersTooLarge(Exception):
     """Raised inside the parser's callback to stop it; answered with a 431."""
-
-
-def _host(client: tuple[str, int] | None) -> str:
-    return client[0] if client else "-"
 
 
 def _set_nodelay(transport: Any) -> None:
