@@ -65,7 +65,6 @@ class Scenario:
     server_cpus: str = SERVER_CPUS
     duration: float | None = None  # seconds; None = the run's default
     group: str = "main"
-    python: str = sys.executable
     uvicorn_args: tuple[str, ...] = ()  # for the null and naive apps, e.g. ("--http", "h11")
 
 
@@ -106,10 +105,10 @@ def server_command(sc: Scenario, port: int, out_dir: Path, uvicorn_args: list[st
     if sc.target == "receiver":
         sink = ["--sink", "file", "--dir", str(out_dir / "data")] if sc.sink == "file" else [
             "--sink", "stdout"]
-        return [sc.python, "-m", "receiver", *host, *sink, *sc.receiver_args], env
+        return [sys.executable, "-m", "receiver", *host, *sink, *sc.receiver_args], env
     app = {"null": "null_app:app", "naive": "naive_app:app"}[sc.target]
     env["NAIVE_OUT"] = str(out_dir / "data" / "naive.ndjson")
-    cmd = [sc.python, "-m", "uvicorn", app, "--app-dir", str(BENCH_DIR), *host,
+    cmd = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(BENCH_DIR), *host,
            "--log-level", "warning", *uvicorn_args, *sc.uvicorn_args]
     return cmd, env
 
