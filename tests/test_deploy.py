@@ -2,8 +2,12 @@
 
 The Kubernetes and compose checks render and parse the files and always run (a few seconds).
 The container checks build the image with podman and run it; they are slow, so they run only in
-CI (`CI=true`) or when `DRAIN_CONTAINER_TESTS=1`; they build the image from this working tree,
-or use the one named by `DRAIN_TEST_IMAGE`. Run them with `-rP` to see the image size.
+CI (`CI=true`) or when `DRAIN_CONTAINER_TESTS=1`. `deploy/test-base-image.sh` first makes podman
+usable and provides the base image (`DRAIN_TEST_BASE_IMAGE`, by default a local Debian bookworm
+with python3 it builds); where no container engine is usable they skip, saying why, unless
+`DRAIN_CONTAINER_TESTS=1` asked for them, which makes that a failure. They build the image from
+this working tree, or use the one named by `DRAIN_TEST_IMAGE`. Run them with `-rP` to see the
+image size.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import free_port, sign
+from tests.support import Receiver, free_port, running_receiver, sign
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -35,10 +39,17 @@ KUBERNETES = DEPLOY / "kubernetes"
 BASE = KUBERNETES / "base"
 FILE_SINK = KUBERNETES / "overlays" / "file-sink"
 IN_CI = os.environ.get("CI", "").lower() == "true"
-CONTAINER_TESTS = IN_CI or os.environ.get("DRAIN_CONTAINER_TESTS") == "1"
+CONTAINERS_REQUIRED = os.environ.get("DRAIN_CONTAINER_TESTS") == "1"
+CONTAINER_TESTS = IN_CI or CONTAINERS_REQUIRED
+BASE_IMAGE = os.environ.get("DRAIN_TEST_BASE_IMAGE", "localhost/python-base:bookworm")
+# deploy/test-base-image.sh exits with this status when no container engine is usable here.
+NO_CONTAINER_ENGINE = 77
 
 SECRET_NAME = "vercel-drain-secret"
 UID = 10001
+METRICS_PORT = 9090
+# What Vercel posts to, and so all that a public route may forward: log drains and trace drains.
+VERCEL_PATHS = ["/", "/v1/traces"]
 # The receiver's default graceful-shutdown time (DRAIN_SHUTDOWN_TIMEOUT) and the preStop sleep.
 SHUTDOWN_TIMEOUT = 25
 PRESTOP_SLEEP = 5
@@ -150,10 +161,13 @@ def check_pod(workload: dict[str, Any], sink: str) -> dict[str, Any]:
     for path in ("/data", "/tmp"):
         assert mount_of(path, container).get("readOnly") is not True
 
+    # /metrics is scraped from the pod on a port of its own, which no Service exposes.
     annotations = spec["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert (annotations["prometheus.io/path"], annotations["prometheus.io/port"]) == (
-        "/metrics", env["PORT"])
+        "/metrics", env["DRAIN_METRICS_PORT"])
+    assert ports["metrics"] == int(env["DRAIN_METRICS_PORT"]) == METRICS_PORT
+    assert set(ports) == {"http", "metrics"}
     assert env["DRAIN_LOG_FORMAT"] == "json"
 
     assert pod["terminationGracePeriodSeconds"] > SHUTDOWN_TIMEOUT + PRESTOP_SLEEP
@@ -189,7 +203,10 @@ def check_service(documents: list[dict[str, Any]], pod_labels: dict[str, str]) -
     assert tls["secretName"]
     hosts = [rule["host"] for rule in ingress["spec"]["rules"]]
     assert hosts and set(hosts) <= set(tls["hosts"]), "every Ingress host must be under TLS"
+    assert "defaultBackend" not in ingress["spec"]
     for rule in ingress["spec"]["rules"]:
+        routed = [(path["path"], path["pathType"]) for path in rule["http"]["paths"]]
+        assert routed == [(path, "Exact") for path in VERCEL_PATHS], "only what Vercel posts to"
         for path in rule["http"]["paths"]:
             backend = path["backend"]["service"]
             assert backend["name"] == "vercel-drain-receiver"
@@ -292,6 +309,8 @@ def test_compose_runs_the_receiver_behind_caddy_with_a_register_profile(
     assert receiver["environment"]["DRAIN_SECRET_FILE"].startswith("/data/")
     assert receiver["environment"]["DRAIN_DIR"].startswith("/data/")
     assert "ports" not in receiver, "only Caddy is published; plain HTTP stays inside"
+    assert receiver["environment"]["DRAIN_METRICS_PORT"] == str(METRICS_PORT)
+    assert set(receiver["expose"]) == {receiver["environment"]["PORT"], str(METRICS_PORT)}
     assert receiver["stop_signal"] == "SIGTERM"
     assert int(receiver["stop_grace_period"].rstrip("s")) > SHUTDOWN_TIMEOUT
     assert "/readyz" in " ".join(receiver["healthcheck"]["test"])
@@ -303,7 +322,8 @@ def test_compose_runs_the_receiver_behind_caddy_with_a_register_profile(
     caddyfile = (DEPLOY / "Caddyfile").read_text()
     assert re.search(r"^\{\$DRAIN_DOMAIN\} \{$", caddyfile, re.MULTILINE)
     port = receiver["environment"]["PORT"]
-    assert re.search(rf"^\s*reverse_proxy receiver:{port}$", caddyfile, re.MULTILINE)
+    assert re.findall(r"^\s*reverse_proxy (.*)$", caddyfile, re.MULTILINE) == [f"receiver:{port}"]
+    assert re.findall(r"^\s*@vercel path (.*)$", caddyfile, re.MULTILINE) == [" ".join(VERCEL_PATHS)]
 
     assert register["profiles"] == ["register"]
     assert register["command"] == ["python", "register.py"]
@@ -351,6 +371,79 @@ def test_compose_file_is_valid_for_podman_compose() -> None:
     assert "DRAIN_DOMAIN" in missing.stderr
 
 
+# ---- the Caddyfile, run by caddy in front of a real receiver ----------------------------------
+
+
+@dataclass
+class Proxied:
+    url: str
+    receiver: Receiver
+    secret: str
+
+
+@pytest.fixture(scope="module")
+def behind_caddy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
+    """deploy/Caddyfile as it is, with plain HTTP on a free port for the site and the receiver's
+    loopback address for `receiver:8080`: its routes are what is under test, not its TLS."""
+    caddy = shutil.which("caddy")
+    if not caddy:  # an extra check on top of the static one, so a missing caddy only skips it
+        pytest.skip("caddy is not installed (apt-get install caddy)")
+    workdir = tmp_path_factory.mktemp("caddy")
+    secret = "caddy-" + uuid.uuid4().hex
+    with running_receiver(workdir / "receiver", env={"DRAIN_SECRET": secret}) as receiver:
+        port = free_port()
+        upstream = receiver.url.removeprefix("http://")
+        site = (DEPLOY / "Caddyfile").read_text().replace("reverse_proxy receiver:8080",
+                                                          f"reverse_proxy {upstream}")
+        config = workdir / "Caddyfile"
+        config.write_text("{\n\tadmin off\n}\n" + site)
+        env = {**os.environ, "DRAIN_DOMAIN": f"http://127.0.0.1:{port}",
+               "XDG_DATA_HOME": str(workdir / "data"), "XDG_CONFIG_HOME": str(workdir / "config")}
+        log = (workdir / "caddy.log").open("wb")
+        process = subprocess.Popen([caddy, "run", "--config", str(config), "--adapter", "caddyfile"],
+                                   env=env, stdout=log, stderr=log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            while True:
+                assert process.poll() is None, (workdir / "caddy.log").read_text()
+                try:
+                    httpx.get(url + "/", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, (workdir / "caddy.log").read_text()
+                    time.sleep(0.1)
+            yield Proxied(url, receiver, secret)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            log.close()
+
+
+CADDY_REFUSAL = "nothing here: Vercel delivers to / and /v1/traces"
+
+
+def test_caddy_forwards_deliveries_to_the_receiver(behind_caddy: Proxied) -> None:
+    batch = records(2)
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in batch)
+    response = httpx.post(behind_caddy.url + "/", content=body, timeout=30,
+                          headers={"x-vercel-signature": sign(body, behind_caddy.secret)})
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 2
+    assert ids_in(behind_caddy.receiver.stdout().decode())[-2:] == [r["id"] for r in batch]
+    traces = httpx.post(behind_caddy.url + "/v1/traces", content=b"{}", timeout=10)
+    assert CADDY_REFUSAL not in traces.text, "/v1/traces reaches the receiver"
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz", "/metrics/", "/x", "/v1"])
+def test_caddy_forwards_nothing_else(behind_caddy: Proxied, path: str) -> None:
+    for method in ("GET", "POST"):
+        response = httpx.request(method, behind_caddy.url + path, timeout=10)
+        assert response.status_code == 404, (method, path)
+        assert response.json()["error"] == CADDY_REFUSAL
+        assert "drain_" not in response.text
+
+
 # ---- Dockerfile (static) ----------------------------------------------------------------------
 
 
@@ -367,8 +460,10 @@ def test_dockerfile_declares_a_small_non_root_read_only_friendly_image() -> None
     entrypoints = [line for line in instructions if line.startswith("ENTRYPOINT")]
     assert not entrypoints, "`docker run IMAGE python register.py` must work"
     assert re.search(r"^HEALTHCHECK .*\n.*/healthz", dockerfile, re.MULTILINE)
+    assert f"EXPOSE 8080 {METRICS_PORT}" in instructions
     for setting in ("DRAIN_SECRET_FILE=/data/drain-secret", "DRAIN_DIR=/data/logs",
-                    "PYTHONDONTWRITEBYTECODE=1", "HOME=/data", "PORT=8080"):
+                    "PYTHONDONTWRITEBYTECODE=1", "HOME=/data", "PORT=8080",
+                    f"DRAIN_METRICS_PORT={METRICS_PORT}"):
         assert setting in dockerfile
     ignored = [line for line in (REPO / ".dockerignore").read_text().splitlines()
                if line and not line.startswith("#")]
@@ -391,20 +486,33 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return result
 
 
-@pytest.fixture(scope="module")
-def image() -> str:
-    setup = REPO.parent / "shared" / "container-base.sh"
-    assert setup.is_file(), f"{setup} is missing: it makes podman usable here"
-    prepared = subprocess.run(["bash", str(setup)], capture_output=True, text=True, timeout=900)
+def base_image() -> str:
+    """The base image, made ready by deploy/test-base-image.sh; skips where no engine is usable."""
+    prepared = subprocess.run(["bash", str(DEPLOY / "test-base-image.sh"), BASE_IMAGE],
+                              capture_output=True, text=True, timeout=900)
+    if prepared.returncode == NO_CONTAINER_ENGINE and not CONTAINERS_REQUIRED:
+        pytest.skip("no usable container engine: " + " ".join(prepared.stderr.split()))
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    return prepared.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def python_base() -> str:
+    return base_image()
+
+
+@pytest.fixture(scope="module")
+def image(python_base: str) -> str:
     given = os.environ.get("DRAIN_TEST_IMAGE")
     if given:  # an image built already, e.g. by an earlier CI step
         podman("image", "exists", given)
         return given
-    # As ../shared/CONTAINERS.md says, plus `--format docker`: the OCI format drops HEALTHCHECK.
+    # `--format docker`: podman's default OCI format drops HEALTHCHECK. The certificates mount
+    # lets pip in the build trust what this machine trusts (some sandboxes intercept TLS).
+    certificates = ["-v", "/etc/ssl/certs:/etc/ssl/certs:ro"] if Path("/etc/ssl/certs").is_dir() else []
     built = subprocess.run(
-        ["podman", "build", "--isolation", "chroot", "-v", "/etc/ssl/certs:/etc/ssl/certs:ro",
-         "--build-arg", "BASE_IMAGE=localhost/python-base:bookworm", "--format", "docker",
+        ["podman", "build", "--isolation", "chroot", *certificates,
+         "--build-arg", f"BASE_IMAGE={python_base}", "--format", "docker",
          "-f", str(DEPLOY / "Dockerfile"), "-t", IMAGE, str(REPO)],
         capture_output=True, text=True, timeout=1800,
     )
@@ -412,10 +520,18 @@ def image() -> str:
     return IMAGE
 
 
+@pytest.fixture(scope="module")
+def metrics_port_supported(image: str) -> bool:
+    """Whether the receiver in the image serves /metrics on a port of its own (--metrics-port)."""
+    usage = podman("run", "--rm", image, "drain-receiver", "--help", check=False)
+    return "--metrics-port" in usage.stdout + usage.stderr
+
+
 @dataclass
 class Container:
     name: str
     url: str
+    metrics_url: str
     volume_dir: Path | None
 
     def stdout(self) -> str:
@@ -429,10 +545,16 @@ class Container:
 
 
 def start(image: str, name: str, *args: str) -> Container:
-    port = free_port()
+    """Runs `image` on free ports (containers share the host's network here) until it serves.
+
+    DRAIN_METRICS_PORT is set even where the receiver does not know it yet, so that the image's
+    default (9090) is never bound twice by containers running side by side.
+    """
+    port, metrics_port = free_port(), free_port()
     podman("run", "-d", "--name", name, "--read-only", "--read-only-tmpfs=false",
-           "-e", f"PORT={port}", *args, image)
-    container = Container(name, f"http://127.0.0.1:{port}", None)
+           "-e", f"PORT={port}", "-e", f"DRAIN_METRICS_PORT={metrics_port}", *args, image)
+    container = Container(name, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}",
+                          None)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = container.state()
@@ -482,18 +604,19 @@ def ids_in(lines: str) -> list[str]:
 
 
 @container_tests
-def test_image_runs_as_non_root_has_a_healthcheck_and_is_small(image: str) -> None:
+def test_image_runs_as_non_root_has_a_healthcheck_and_is_small(image: str, python_base: str) -> None:
     (inspected,) = json.loads(podman("image", "inspect", image).stdout)
     config = inspected["Config"]
     assert config["User"] == f"{UID}:{UID}"
     assert "/healthz" in " ".join(inspected["Healthcheck"]["Test"])
     assert "/data" in config["Volumes"]
+    assert set(config["ExposedPorts"]) == {"8080/tcp", "9090/tcp"}
+    assert "DRAIN_METRICS_PORT=9090" in config["Env"]
     assert config["Cmd"] == ["drain-receiver"] and not config.get("Entrypoint")
     size = int(podman("image", "inspect", "--format", "{{.Size}}", image).stdout)
     print(f"image {image}: {size / 1e6:.1f} MB")
     # localhost/python-base:bookworm alone is ~272 MB; python:3.12-slim is ~125 MB.
-    base_size = int(podman("image", "inspect", "--format", "{{.Size}}",
-                           "localhost/python-base:bookworm").stdout)
+    base_size = int(podman("image", "inspect", "--format", "{{.Size}}", python_base).stdout)
     print(f"added to the base image: {(size - base_size) / 1e6:.1f} MB")
     assert size - base_size < 60e6, "the receiver's layers should stay small"
 
@@ -525,7 +648,9 @@ def test_container_is_non_root_with_a_read_only_root(served: Container) -> None:
 
 
 @container_tests
-def test_deliveries_come_out_on_stdout_and_in_the_file_sink(served: Container) -> None:
+def test_deliveries_come_out_on_stdout_and_in_the_file_sink(
+    served: Container, metrics_port_supported: bool,
+) -> None:
     assert served.volume_dir is not None
     secret = (served.volume_dir / "drain-secret").read_text().split()[0]
     ndjson, array, zipped = records(3), records(2), records(2)
@@ -552,7 +677,12 @@ def test_deliveries_come_out_on_stdout_and_in_the_file_sink(served: Container) -
     assert "Uvicorn running" in stderr or "receiver" in stderr
     assert not any(record_id in stderr for record_id in sent)
 
-    metrics = httpx.get(served.url + "/metrics", timeout=10)
+    if metrics_port_supported:
+        hidden = httpx.get(served.url + "/metrics", timeout=10)
+        assert hidden.status_code == 404, "with a metrics port, the public port hides /metrics"
+        assert "drain_records_accepted_total" not in hidden.text
+    metrics = httpx.get((served.metrics_url if metrics_port_supported else served.url)
+                        + "/metrics", timeout=10)
     assert metrics.status_code == 200
     accepted = re.search(r"^drain_records_accepted_total ([0-9.e+]+)$", metrics.text, re.MULTILINE)
     assert accepted and float(accepted.group(1)) == len(sent), "summed over both workers"
