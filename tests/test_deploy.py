@@ -545,13 +545,13 @@ class Container:
 
 
 def start(image: str, name: str, *args: str) -> Container:
-    """Runs `image` on free ports (containers share the host's network here) until it serves.
+    """Runs `image` on the host's network, on free ports, until it serves.
 
     DRAIN_METRICS_PORT is set even where the receiver does not know it yet, so that the image's
     default (9090) is never bound twice by containers running side by side.
     """
     port, metrics_port = free_port(), free_port()
-    podman("run", "-d", "--name", name, "--read-only", "--read-only-tmpfs=false",
+    podman("run", "-d", "--name", name, "--network", "host", "--read-only", "--read-only-tmpfs=false",
            "-e", f"PORT={port}", "-e", f"DRAIN_METRICS_PORT={metrics_port}", *args, image)
     container = Container(name, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}",
                           None)
@@ -707,7 +707,7 @@ def test_register_in_the_image_hands_its_secret_to_the_running_receiver(
     before = (served.volume_dir / "drain-secret").read_text().split()
     with fake_vercel() as api:
         run = podman(
-            "run", "--rm", "--read-only", "--read-only-tmpfs=false",
+            "run", "--rm", "--network", "host", "--read-only", "--read-only-tmpfs=false",
             "-v", f"{served.name}:/data",
             "-e", f"VERCEL_TOKEN={PERSONAL_TOKEN}", "-e", f"VERCEL_API_URL={api.url}",
             "-e", "DRAIN_API=drains", "-e", "DRAIN_URL=https://drain.example.com/",
