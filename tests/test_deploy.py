@@ -491,7 +491,8 @@ def base_image() -> str:
     prepared = subprocess.run(["bash", str(DEPLOY / "test-base-image.sh"), BASE_IMAGE],
                               capture_output=True, text=True, timeout=900)
     if prepared.returncode == NO_CONTAINER_ENGINE and not CONTAINERS_REQUIRED:
-        pytest.skip("no usable container engine: " + " ".join(prepared.stderr.split()))
+        reason = " ".join(prepared.stderr.replace("test-base-image: ", "").split())
+        pytest.skip(f"no usable container engine: {reason}")
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     return prepared.stdout.strip().splitlines()[-1]
 
