@@ -34,11 +34,11 @@ def test_day_boundary_rotates_and_starts_a_new_partition(tmp_path: Path) -> None
         sink.close()
     before = time.strftime("%Y-%m-%d", time.gmtime(MIDNIGHT - 1))
     after = time.strftime("%Y-%m-%d", time.gmtime(MIDNIGHT + 1))
-    rotated = list((tmp_path / before).glob("logs-*.ndjson.gz"))
+    rotated = list((tmp_path / "logs" / before).glob("logs-*.ndjson.gz"))
     assert len(rotated) == 1
     assert gzip.decompress(rotated[0].read_bytes()) == b'{"id":"1"}\n{"id":"2"}\n'
-    assert not (tmp_path / before / "logs.ndjson").exists()
-    assert (tmp_path / after / "logs.ndjson").read_bytes() == b'{"id":"3"}\n'
+    assert not (tmp_path / "logs" / before / "logs.ndjson").exists()
+    assert (tmp_path / "logs" / after / "logs.ndjson").read_bytes() == b'{"id":"3"}\n'
     assert b'"raw":"x"' in (tmp_path / "rejected" / "logs.ndjson").read_bytes()
 
 
