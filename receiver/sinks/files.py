@@ -320,6 +320,9 @@ class FileSink:
                        key=lambda p: p.parent != rejected)
         for path in paths:
             stream = self._names.stream_of_active(path.name) or "logs"
+            if path.is_symlink():
+                log.warning("%s is a symlink; leaving it alone and refusing to write through it", path)
+                continue
             stat = path.lstat()
             if not stat.st_size:
                 continue
