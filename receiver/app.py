@@ -16,7 +16,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver import metrics
 from receiver.dedupe import RecentIds
-from receiver.delivery import Drain, Limits, deliver
+from receiver.delivery import Drain, Limits, deliver, deliver_traces, header
+from receiver.otlp import PROTOBUF, media_type
 from receiver.protocol import VERIFY_HEADER
 from receiver.secret_file import WatchedLines
 from receiver.settings import Settings, settings_from_environment
@@ -26,6 +27,7 @@ from receiver.sinks.stdout import StdoutSink
 
 log = logging.getLogger("receiver")
 
+TRACES_PATH = "/v1/traces"  # OTLP/HTTP's path, where Vercel's trace drains post
 OTHER_METHODS = ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]  # POST goes to `deliver`
 
 
@@ -93,6 +95,7 @@ def create_app(settings: Settings) -> ASGIApp:
     starlette = Starlette(
         routes=[
             Route("/", service_info, methods=OTHER_METHODS),
+            Route(TRACES_PATH, service_info, methods=OTHER_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_page, methods=["GET"]),
@@ -102,7 +105,12 @@ def create_app(settings: Settings) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
-            await deliver(scope, receive, send, drain)
+            if media_type(header(scope, b"content-type")) == PROTOBUF:
+                await deliver_traces(scope, receive, send, drain)
+            else:
+                await deliver(scope, receive, send, drain)
+        elif scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == TRACES_PATH:
+            await deliver_traces(scope, receive, send, drain)
         else:
             await starlette(scope, receive, send)
 

@@ -58,6 +58,10 @@ class Batch:
     joined: bytes | None = None
     """The records as NDJSON (final newline included) when already at hand: a clean NDJSON
     body is written as it came, without splitting and joining it again."""
+    streams: list[str] | None = None
+    """Each record's stream (`receiver.streams`), or None when every record is in `stream`."""
+    stream: str = "logs"
+    """The stream of every record when `streams` is None, and of the rejects."""
 
     def ndjson(self) -> bytes:
         """The records, one a line, each line ending in a newline; built once per batch."""
@@ -65,11 +69,25 @@ class Batch:
             self.joined = b"\n".join([*self.records, b""])
         return self.joined
 
-    def keep(self, records: list[bytes]) -> None:
-        """Keep only `records` (a subset, in order)."""
+    def keep(self, records: list[bytes], streams: list[str] | None = None) -> None:
+        """Keep only `records` (a subset, in order), and `streams`, their streams."""
         if len(records) != len(self.records):
             self.records = records
             self.joined = None
+            self.streams = streams
+
+    def by_stream(self) -> dict[str, list[bytes]]:
+        """The records of each stream, in order."""
+        if self.streams is None:
+            return {self.stream: self.records} if self.records else {}
+        groups: dict[str, list[bytes]] = {}
+        for record, stream in zip(self.records, self.streams, strict=True):
+            groups.setdefault(stream, []).append(record)
+        return groups
+
+    def counts(self) -> dict[str, int]:
+        """How many records each stream holds."""
+        return {stream: len(records) for stream, records in self.by_stream().items()}
 
 
 def gunzip(body: bytes, limit: int) -> bytes:

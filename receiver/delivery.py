@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from receiver import metrics
-from receiver.decode import BadGzip, Batch, BodyTooLarge, gunzip, split_records
+from receiver import metrics, otlp
+from receiver.decode import BadGzip, Batch, BodyTooLarge, Reject, gunzip, split_records
 from receiver.dedupe import RecentIds
 from receiver.logs import client_host
 from receiver.protocol import (
@@ -34,10 +34,14 @@ from receiver.protocol import (
 )
 from receiver.secret_file import WatchedLines
 from receiver.sinks import Sink, SinkError
+from receiver.streams import TRACES, streams_of
 
 log = logging.getLogger("receiver")
 
 HANDSHAKE_PEEK_BYTES = 1024
+# OTLP/HTTP answers errors with a google.rpc.Status whose code is a gRPC code.
+GRPC_CODES = {400: 3, 403: 7, 408: 4, 413: 8, 415: 3, 503: 14}
+GRPC_UNKNOWN = 2
 RETRY_AFTER_SECONDS = b"5"
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -119,14 +123,79 @@ async def _deliver(scope: Scope, receive: Receive, drain: Drain) -> dict[str, in
     payload = verified_payload(body, claimed, gzipped, drain.secrets(), drain.limits.decompressed_bytes)
     metrics.DECOMPRESSED_BYTES.inc(len(payload))
     batch = split_records(payload) if not is_handshake(payload) else Batch()
+    batch.streams = streams_of(payload, batch.records)
     duplicates = write_batch(batch, drain)
     if batch.rejects:
         log.warning("kept %d rejected records of a delivery aside (first: %s)",
                     len(batch.rejects), batch.rejects[0].reason)
-    answer = {"accepted": len(batch.records), "rejected": len(batch.rejects)}
+    answer: dict[str, object] = {"accepted": len(batch.records), "rejected": len(batch.rejects)}
     if duplicates:
         answer["duplicates"] = duplicates
+    if batch.streams is not None:
+        answer["streams"] = batch.counts()
     return answer
+
+
+async def deliver_traces(scope: Scope, receive: Receive, send: Send, drain: Drain) -> None:
+    """Answer one OTLP/HTTP trace export (`POST /v1/traces`, or `POST /` with a protobuf body),
+    in the request's own encoding, and count it."""
+    started = time.perf_counter()
+    content_type = otlp.media_type(header(scope, b"content-type"))
+    protobuf = content_type == otlp.PROTOBUF
+    try:
+        status, body = 200, otlp.response_body(await _deliver_traces(scope, receive, drain, content_type),
+                                                protobuf)
+    except Refusal as refusal:
+        log.warning("refused a trace export from %s: %d %s", client_host(scope.get("client")),
+                    refusal.status, refusal.message)
+        status = refusal.status
+        if protobuf:
+            body = otlp.status_body(GRPC_CODES.get(status, GRPC_UNKNOWN), refusal.message)
+        else:
+            body = orjson.dumps({"code": refusal.code, "error": refusal.message})
+        headers = refusal.headers()
+    else:
+        headers = []
+    media = (otlp.PROTOBUF if protobuf else otlp.JSON).encode()
+    start = [(b"content-type", media), (b"content-length", b"%d" % len(body)),
+             *headers, *drain.verify_headers()]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+    metrics.deliveries_with_status(status).inc()
+    metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+
+
+async def _deliver_traces(
+    scope: Scope, receive: Receive, drain: Drain, content_type: str
+) -> otlp.Spans | None:
+    if content_type not in (otlp.PROTOBUF, otlp.JSON):
+        raise Refusal(415, "unsupported_media_type", f"Content-Type {content_type!r} is not OTLP/HTTP; "
+                      f"send {otlp.PROTOBUF} or {otlp.JSON}")
+    gzipped = _is_gzipped(header(scope, b"content-encoding"))
+    body = await read_body(receive, header(scope, b"content-length"), drain)
+    metrics.WIRE_BYTES.inc(len(body))
+    claimed = header(scope, SIGNATURE_HEADER.encode())
+    if claimed is None:
+        if is_handshake(_unsigned_peek(body, gzipped)):
+            return None
+        metrics.SIGNATURE_FAILURES.labels("missing").inc()
+        raise Refusal(403, "missing_signature", f"{SIGNATURE_HEADER} header is missing; only Vercel's "
+                      "signed deliveries and its {} endpoint check are accepted")
+    payload = verified_payload(body, claimed, gzipped, drain.secrets(), drain.limits.decompressed_bytes)
+    metrics.DECOMPRESSED_BYTES.inc(len(payload))
+    if content_type == otlp.JSON and is_handshake(payload):
+        return None
+    try:
+        decode = otlp.spans_from_protobuf if content_type == otlp.PROTOBUF else otlp.spans_from_json
+        spans = decode(payload)
+    except otlp.InvalidOtlp as error:
+        write_batch(Batch(rejects=[Reject(str(error), payload)], stream=TRACES), drain)
+        raise Refusal(400, "invalid_otlp", f"{error}; the body was kept aside as a reject") from None
+    write_batch(spans.batch, drain)
+    if spans.rejected_spans:
+        log.warning("kept %d rejected spans of a trace export aside (first: %s)",
+                    spans.rejected_spans, spans.batch.rejects[0].reason)
+    return spans
 
 
 async def read_body(receive: Receive, declared: str | None, drain: Drain) -> bytes:
@@ -195,8 +264,8 @@ def write_batch(batch: Batch, drain: Drain) -> int:
     fresh_ids: list[str] = []
     duplicates = 0
     if drain.recent_ids is not None and batch.records:
-        fresh, fresh_ids, duplicates = drain.recent_ids.split(batch.records, now)
-        batch.keep(fresh)
+        fresh, fresh_streams, fresh_ids, duplicates = drain.recent_ids.split_streams(batch, now)
+        batch.keep(fresh, fresh_streams)
     for sink in drain.sinks:
         try:
             sink.write(batch)
@@ -209,8 +278,13 @@ def write_batch(batch: Batch, drain: Drain) -> int:
     if drain.recent_ids is not None:
         drain.recent_ids.remember(fresh_ids, now)
         metrics.DUPLICATES_DROPPED.inc(duplicates)
-    metrics.RECORDS_ACCEPTED.inc(len(batch.records))
-    metrics.RECORDS_REJECTED.inc(len(batch.rejects))
+    if batch.streams is None:
+        metrics.accepted_in(batch.stream).inc(len(batch.records))
+    else:
+        for stream, count in batch.counts().items():
+            metrics.accepted_in(stream).inc(count)
+    if batch.rejects:
+        metrics.rejected_in(batch.stream).inc(len(batch.rejects))
     metrics.LAST_WRITE_TIMESTAMP.set(now)
     return duplicates
 

@@ -17,7 +17,7 @@ from receiver.secret_file import (
     secret_path_from_env,
     verify_path_from_env,
 )
-from receiver.sinks.files import check_template
+from receiver.sinks.files import DEFAULT_TEMPLATE, check_template
 
 SINK_NAMES = ("stdout", "file")
 LOG_FORMATS = ("plain", "json")
@@ -33,7 +33,7 @@ class Settings:
     port: int = 8080
     sinks: tuple[str, ...] = ("stdout",)
     dir: Path = Path("drain-data")
-    path_template: str = "{date}"
+    path_template: str = DEFAULT_TEMPLATE
     max_body_bytes: int = 32 * MIB
     max_decompressed_bytes: int = 256 * MIB
     fsync: bool = False
@@ -124,7 +124,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         f"[env DRAIN_SINK] (default: {env.get('DRAIN_SINK') or 'stdout'})")
     option("--dir", "DRAIN_DIR", str(defaults.dir), "root directory of the file sink")
     option("--path-template", "DRAIN_PATH_TEMPLATE", defaults.path_template,
-           "file sink partition under --dir, from {date} (UTC), {projectId}, {source}",
+           "file sink partition under --dir, from {stream} (logs, traces, speed_insights, analytics, "
+           "audit_log, ...), {date} (UTC), {projectId}, {source}",
            type=_template)
     option("--max-body-bytes", "DRAIN_MAX_BODY_BYTES", "32MiB",
            "largest request body accepted, as sent (413 above)", type=parse_size)

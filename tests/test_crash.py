@@ -183,7 +183,7 @@ def kill_mid_write(process: subprocess.Popen[bytes], data: Path, patience: float
     deadline = time.monotonic() + patience
     mid_write = False
     while not mid_write and time.monotonic() < deadline:
-        for path in data.glob(f"*/{ACTIVE}"):
+        for path in data.rglob(ACTIVE):
             try:
                 with path.open("rb") as file:
                     size = os.fstat(file.fileno()).st_size

@@ -108,7 +108,8 @@ def test_startup_rotates_yesterdays_file_prunes_old_ones_and_repairs_a_torn_line
     today_dir.mkdir()
     (today_dir / "logs.ndjson").write_bytes(body_of(range(10, 12)) + b'{"id": "12", "mess')
 
-    args = ["--sink", "file", "--dir", str(data), "--keep-days", "30"]
+    # the layout before streams, kept working by naming its template explicitly
+    args = ["--sink", "file", "--dir", str(data), "--keep-days", "30", "--path-template", "{date}"]
     with running_receiver(tmp_path, args, env=ENV) as receiver:
         assert receiver.post(body_of(range(13, 15)), SECRET).status_code == 200
         wait_for(lambda: not ancient.exists() and not stale.exists()

@@ -34,11 +34,11 @@ def test_day_boundary_rotates_and_starts_a_new_partition(tmp_path: Path) -> None
         sink.close()
     before = time.strftime("%Y-%m-%d", time.gmtime(MIDNIGHT - 1))
     after = time.strftime("%Y-%m-%d", time.gmtime(MIDNIGHT + 1))
-    rotated = list((tmp_path / before).glob("logs-*.ndjson.gz"))
+    rotated = list((tmp_path / "logs" / before).glob("logs-*.ndjson.gz"))
     assert len(rotated) == 1
     assert gzip.decompress(rotated[0].read_bytes()) == b'{"id":"1"}\n{"id":"2"}\n'
-    assert not (tmp_path / before / "logs.ndjson").exists()
-    assert (tmp_path / after / "logs.ndjson").read_bytes() == b'{"id":"3"}\n'
+    assert not (tmp_path / "logs" / before / "logs.ndjson").exists()
+    assert (tmp_path / "logs" / after / "logs.ndjson").read_bytes() == b'{"id":"3"}\n'
     assert b'"raw":"x"' in (tmp_path / "rejected" / "logs.ndjson").read_bytes()
 
 
@@ -63,3 +63,45 @@ def test_unsafe_or_unknown_templates_are_refused(template: str) -> None:
 )
 def test_record_values_become_safe_path_components(value: object, component: str) -> None:
     assert safe_component(value) == component
+
+
+def test_every_stream_rotates_compresses_and_keeps_its_rejects_apart(tmp_path: Path) -> None:
+    now = [MIDNIGHT - 1.0]
+    sink = FileSink(tmp_path, clock=lambda: now[0], max_file_bytes=40)
+    sink.start()
+    span = b'{"resourceSpans":[]}'
+    try:
+        sink.write(Batch(records=[b'{"id":"1"}', b'{"schema":"vercel.analytics.v2"}'],
+                         streams=["logs", "analytics"]))
+        sink.write(Batch(records=[span, span], stream="traces"))  # 42 bytes: past the limit next time
+        sink.write(Batch(records=[span], stream="traces", rejects=[Reject("bad span", b"{}")]))
+        now[0] = MIDNIGHT + 1.0
+        sink.write(Batch(records=[b'{"schema":"vercel.analytics.v2","n":2}'], streams=["analytics"]))
+        deadline = time.monotonic() + 10
+        while list(tmp_path.rglob("*-*.ndjson")):
+            assert time.monotonic() < deadline, "rotated files were not compressed"
+            time.sleep(0.02)
+    finally:
+        sink.close()
+    before = time.strftime("%Y-%m-%d", time.gmtime(MIDNIGHT - 1))
+    after = time.strftime("%Y-%m-%d", time.gmtime(MIDNIGHT + 1))
+    traces = sorted((tmp_path / "traces" / before).glob("traces-*.ndjson.gz"))
+    assert [gzip.decompress(p.read_bytes()) for p in traces] == [span + b"\n" + span + b"\n", span + b"\n"]
+    (analytics,) = (tmp_path / "analytics" / before).glob("analytics-*.ndjson.gz")
+    assert gzip.decompress(analytics.read_bytes()) == b'{"schema":"vercel.analytics.v2"}\n'
+    assert (tmp_path / "analytics" / after / "analytics.ndjson").read_bytes() == (
+        b'{"schema":"vercel.analytics.v2","n":2}\n')
+    (rejects,) = (tmp_path / "rejected").glob("traces-*.ndjson.gz")  # rotated at midnight too
+    assert b'"reason":"bad span"' in gzip.decompress(rejects.read_bytes())
+    assert not list((tmp_path / "rejected").glob("logs*"))
+
+
+def test_a_torn_line_of_any_stream_goes_to_that_streams_rejects(tmp_path: Path) -> None:
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    (tmp_path / "traces" / day).mkdir(parents=True)
+    (tmp_path / "traces" / day / "traces.ndjson").write_bytes(b'{"resourceSpans":[]}\n{"resourceSp')
+    sink = FileSink(tmp_path)
+    sink.start()
+    sink.close()
+    assert (tmp_path / "traces" / day / "traces.ndjson").read_bytes() == b'{"resourceSpans":[]}\n'
+    assert b'"raw":"{\\"resourceSp"' in (tmp_path / "rejected" / "traces.ndjson").read_bytes()

@@ -132,7 +132,8 @@ def test_sigterm_with_clients_sending_loses_no_acknowledged_record(tmp_path: Pat
 
     assert exit_code == 0
     assert len(acknowledged) > 0
-    in_file = [json.loads(line)["id"] for line in next(data.glob("*/logs.ndjson")).read_bytes().splitlines()]
+    active = next(data.glob("logs/*/logs.ndjson"))
+    in_file = [json.loads(line)["id"] for line in active.read_bytes().splitlines()]
     in_stdout = [json.loads(line)["id"] for line in receiver.stdout().splitlines()]
     assert set(acknowledged) <= set(in_file)
     assert set(acknowledged) <= set(in_stdout)

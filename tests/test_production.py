@@ -36,7 +36,7 @@ def metric(page: str, name: str, labels: str = "") -> float:
 def lines_under(root: Path) -> list[bytes]:
     """Every record line in the active and rotated files under `root` (rejects aside)."""
     lines: list[bytes] = []
-    for path in sorted(root.glob("2*/*.ndjson*")):
+    for path in sorted(root.glob("logs/2*/*.ndjson*")):
         if path.name.endswith((".ndjson", ".ndjson.gz")):
             data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
             lines.extend(data.splitlines())
@@ -46,7 +46,7 @@ def lines_under(root: Path) -> list[bytes]:
 def wait_for_compression(root: Path) -> None:
     """Until no rotated file waits for compression (active files are logs.ndjson, logs-wN.ndjson)."""
     deadline = time.monotonic() + 20
-    while any(not re.fullmatch(r"logs(-w\d+)?\.ndjson", path.name) for path in root.glob("2*/*.ndjson")):
+    while any(not re.fullmatch(r"logs(-w\d+)?\.ndjson", path.name) for path in root.glob("logs/2*/*.ndjson")):
         assert time.monotonic() < deadline, "rotated files were not compressed"
         time.sleep(0.05)
 
@@ -88,9 +88,9 @@ def test_two_workers_never_interleave_lose_or_duplicate_records(two_workers: Rec
     assert sorted(in_files) == sorted(acknowledged)
     assert sorted(in_stdout) == sorted(acknowledged)
     assert {path.name for path in data.glob(".worker-*.lock")} == {".worker-0.lock", ".worker-1.lock"}
-    names = {path.name for path in data.glob("2*/*.ndjson")}
+    names = {path.name for path in data.glob("logs/2*/*.ndjson")}
     assert names and names <= {"logs.ndjson", "logs-w1.ndjson"}, "each worker writes its own file"
-    rotated = [path.name for path in data.glob("2*/*.ndjson.gz")]
+    rotated = [path.name for path in data.glob("logs/2*/*.ndjson.gz")]
     assert rotated and all(re.match(r"logs(-w1)?-\d{8}T\d{6}\.\d{6}Z", name) for name in rotated)
 
 

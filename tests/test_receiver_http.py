@@ -55,7 +55,7 @@ def data_dir(server: Receiver) -> Path:
 
 
 def active_lines(server: Receiver) -> list[bytes]:
-    return b"".join(p.read_bytes() for p in sorted(data_dir(server).glob("2*/logs.ndjson"))).splitlines()
+    return b"".join(p.read_bytes() for p in sorted(data_dir(server).glob("logs/2*/logs.ndjson"))).splitlines()
 
 
 def rejected_entries(server: Receiver) -> list[dict[str, str]]:
@@ -268,8 +268,8 @@ def test_signed_body_that_is_not_json_is_kept_whole(server: Receiver) -> None:
 def test_active_file_is_named_by_utc_day(server: Receiver) -> None:
     day = time.strftime("%Y-%m-%d", time.gmtime())
     names = {p.relative_to(data_dir(server)).as_posix() for p in data_dir(server).rglob("*.ndjson")}
-    assert f"{day}/logs.ndjson" in names
-    assert names <= {f"{day}/logs.ndjson", "rejected/logs.ndjson"}
+    assert f"logs/{day}/logs.ndjson" in names
+    assert names <= {f"logs/{day}/logs.ndjson", "rejected/logs.ndjson"}
 
 
 # 8. stdout carries records only

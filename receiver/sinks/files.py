@@ -1,15 +1,18 @@
 """The file sink: NDJSON files under one directory, partitioned, rotated, compressed, pruned.
 
-Layout under `root`:
+Layout under `root`, for each stream (`logs`, `traces`, `speed_insights`, ...):
 
-    <partition>/logs.ndjson                          the active file, appended to
-    <partition>/logs-20261126T134501.123456Z.ndjson  rotated, waiting for compression
-    <partition>/logs-20261126T134501.123456Z.ndjson.gz
-    rejected/logs.ndjson                             rejects, one JSON line each, same rotation
+    <partition>/<stream>.ndjson                          the active file, appended to
+    <partition>/<stream>-20261126T134501.123456Z.ndjson  rotated, waiting for compression
+    <partition>/<stream>-20261126T134501.123456Z.ndjson.gz
+    rejected/<stream>.ndjson                             rejects, one JSON line each, same rotation
 
-`<partition>` comes from the path template (default `{date}`, the UTC day the batch arrived).
-With `--workers N` every worker process owns its own files (`logs-w1.ndjson`, ...), claimed by
-a lock on `.worker-<n>.lock`, so no two processes ever append to, cut back or rotate one file.
+`<partition>` comes from the path template (default `{stream}/{date}`: `logs/2026-11-26/`); the
+file is named after its stream too, so streams stay apart under any template. With `--workers
+N` every worker process owns its own files (`logs-w1.ndjson`, ...), claimed by a lock on
+`.worker-<n>.lock`, so no two processes ever append to, cut back or rotate one file.
+Partitions are opened one directory at a time from `root` without following symlinks, and
+files with `O_NOFOLLOW`: a symlink planted under `root` is refused, never written through.
 A batch is written with one `write` per file and the file is cut back to its previous length if
 that write fails, so a file never holds a torn line. Rotation renames the active file and
 leaves compression and retention to a background thread, off the request path.
@@ -18,6 +21,7 @@ leaves compression and retention to a background thread, off the request path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -41,35 +45,48 @@ from receiver.sinks import SinkError, reject_line, write_all
 log = logging.getLogger("receiver.files")
 
 REJECTED_PARTITION = "rejected"
-TEMPLATE_FIELDS = frozenset({"date", "projectId", "source"})
-RECORD_FIELDS = TEMPLATE_FIELDS - {"date"}
+DEFAULT_TEMPLATE = "{stream}/{date}"
+TEMPLATE_FIELDS = frozenset({"date", "stream", "projectId", "source"})
+RECORD_FIELDS = TEMPLATE_FIELDS - {"date", "stream"}
 UNSAFE_PATH_CHARACTERS = re.compile(r"[^A-Za-z0-9_.=-]")
-OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# The umask decides the final modes (the service sets one at start-up).
+FILE_MODE = 0o666
+DIRECTORY_MODE = 0o777
 RETENTION_INTERVAL_SECONDS = 3600.0
 # isa-l's level 1 compresses NDJSON logs about 5.5x, at ~490 MB/s against ~56 MB/s for zlib's
 # default level 6 (~7x): at full load, level 6 took more CPU than receiving (bench/RESULTS.md).
 COMPRESS_LEVEL = 1
 
 
+STREAM_NAME = "[a-z0-9_]+"  # what `receiver.streams` makes; no `-`, so `-w<n>` is unambiguous
+
+
 @dataclass(frozen=True)
 class FileNames:
-    """The names of one worker's files; worker 0 keeps the plain `logs` stem."""
+    """The names of one worker's files, one set per stream; worker 0's are `<stream>.ndjson`."""
 
-    stem: str
+    worker: str
 
     @classmethod
     def for_slot(cls, slot: int) -> FileNames:
-        return cls("logs" if slot == 0 else f"logs-w{slot}")
+        return cls("" if slot == 0 else f"-w{slot}")
 
-    @property
-    def active(self) -> str:
-        return f"{self.stem}.ndjson"
+    def active(self, stream: str) -> str:
+        return f"{stream}{self.worker}.ndjson"
 
-    def rotated(self, stamp: str, suffix: int) -> str:
-        return f"{self.stem}-{stamp}{f'-{suffix}' if suffix else ''}.ndjson"
+    def rotated(self, stream: str, stamp: str, suffix: int) -> str:
+        return f"{stream}{self.worker}-{stamp}{f'-{suffix}' if suffix else ''}.ndjson"
+
+    def stream_of_active(self, name: str) -> str | None:
+        """The stream whose active file is called `name`, if it is one of this worker's."""
+        match = re.fullmatch(rf"({STREAM_NAME}){re.escape(self.worker)}\.ndjson", name)
+        return match.group(1) if match else None
 
     def is_rotated(self, name: str, extension: str = ".ndjson") -> bool:
-        pattern = rf"{re.escape(self.stem)}-\d{{8}}T\d{{6}}\.\d{{6}}Z(-\d+)?{re.escape(extension)}"
+        pattern = (rf"{STREAM_NAME}{re.escape(self.worker)}-\d{{8}}T\d{{6}}\.\d{{6}}Z(-\d+)?"
+                   rf"{re.escape(extension)}")
         return re.fullmatch(pattern, name) is not None
 
 
@@ -110,6 +127,7 @@ class _ActiveFile:
     fd: int
     size: int
     inode: tuple[int, int]
+    dir_fd: int | None = None
 
 
 @dataclass
@@ -117,20 +135,20 @@ class FileSink:
     """Appends batches to the active file of each partition under `root`."""
 
     root: Path
-    template: str = "{date}"
+    template: str = DEFAULT_TEMPLATE
     max_file_bytes: int = 128 * 1024 * 1024
     keep_days: int = 0
     fsync: bool = False
     clock: Callable[[], float] = time.time
     name: str = "file"
-    _files: dict[str, _ActiveFile] = field(default_factory=dict, init=False)
+    _files: dict[tuple[str, str], _ActiveFile] = field(default_factory=dict, init=False)
     _day: str = field(default="", init=False)
     _compress_queue: queue.Queue[Path | None] = field(default_factory=queue.Queue, init=False)
     _worker: threading.Thread | None = field(default=None, init=False)
     _failed_bytes: int = field(default=0, init=False)
     _slot: int = field(default=0, init=False)
     _slot_fd: int | None = field(default=None, init=False)
-    _names: FileNames = field(default=FileNames("logs"), init=False)
+    _names: FileNames = field(default=FileNames(""), init=False)
 
     def __post_init__(self) -> None:
         check_template(self.template)
@@ -157,13 +175,14 @@ class FileSink:
             self._day = day
         chunks = self._partition(batch, day) if batch.records else {}
         if batch.rejects:
-            chunks[REJECTED_PARTITION] = b"".join(reject_line(r, now) + b"\n" for r in batch.rejects)
+            rejects = b"".join(reject_line(r, now) + b"\n" for r in batch.rejects)
+            chunks[(REJECTED_PARTITION, batch.stream)] = rejects
         written: list[tuple[_ActiveFile, int]] = []
         total = 0
         try:
-            for partition, data in chunks.items():
+            for key, data in chunks.items():
                 total += len(data)
-                active = self._active_file(partition, len(data))
+                active = self._active_file(key, len(data))
                 written.append((active, active.size))
                 write_all(active.fd, data)
                 active.size += len(data)
@@ -190,7 +209,8 @@ class FileSink:
                 return f"{self.root} has {free} bytes free, the last batch needed {self._failed_bytes}"
         probe = self.root / f".readyz-probe-{self._slot}"
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            probe.unlink(missing_ok=True)  # a symlink planted here is removed, its target untouched
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 os.write(fd, b"\n")
             finally:
@@ -203,6 +223,7 @@ class FileSink:
     def close(self) -> None:
         for active in self._files.values():
             _close_quietly(active.fd, fsync=True)
+            _close_quietly(active.dir_fd)
         self._files.clear()
         if self._worker is not None:
             self._compress_queue.put(None)
@@ -210,101 +231,126 @@ class FileSink:
         if self._slot_fd is not None:
             os.close(self._slot_fd)
 
-    def _partition(self, batch: Batch, day: str) -> dict[str, bytes]:
-        """The batch's NDJSON for each partition it goes to."""
-        if not self._needs_record_fields:
-            return {self.template.format(date=day): batch.ndjson()}
-        groups: dict[str, list[bytes]] = {}
-        for record in batch.records:
-            try:
-                fields = _decode_partition_fields(record)
-            except (msgspec.DecodeError, RecursionError):
-                fields = _PartitionFields()
-            partition = self.template.format(
-                date=day,
-                projectId=safe_component(fields.projectId),
-                source=safe_component(fields.source),
-            )
-            if partition.split("/", 1)[0] == REJECTED_PARTITION:
-                partition = "_" + partition
-            groups.setdefault(partition, []).append(record)
-        return {partition: b"\n".join([*records, b""]) for partition, records in groups.items()}
+    def _partition(self, batch: Batch, day: str) -> dict[tuple[str, str], bytes]:
+        """The batch's NDJSON for each (partition, stream) it goes to."""
+        if batch.streams is None and not self._needs_record_fields:
+            return {(_unreserved(self.template.format(date=day, stream=batch.stream)), batch.stream):
+                    batch.ndjson()}
+        groups: dict[tuple[str, str], list[bytes]] = {}
+        for stream, records in batch.by_stream().items():
+            if not self._needs_record_fields:
+                groups[(_unreserved(self.template.format(date=day, stream=stream)), stream)] = records
+                continue
+            for record in records:
+                try:
+                    fields = _decode_partition_fields(record)
+                except (msgspec.DecodeError, RecursionError):
+                    fields = _PartitionFields()
+                partition = self.template.format(
+                    date=day,
+                    stream=stream,
+                    projectId=safe_component(fields.projectId),
+                    source=safe_component(fields.source),
+                )
+                groups.setdefault((_unreserved(partition), stream), []).append(record)
+        return {key: b"\n".join([*records, b""]) for key, records in groups.items()}
 
-    def _active_file(self, partition: str, incoming: int) -> _ActiveFile:
-        """The partition's open active file, rotated first when `incoming` would overflow it."""
-        active = self._files.get(partition)
+    def _active_file(self, key: tuple[str, str], incoming: int) -> _ActiveFile:
+        """The open active file of a (partition, stream), rotated first when `incoming` would
+        overflow it."""
+        active = self._files.get(key)
         if active is not None and os.fstat(active.fd).st_nlink == 0:
             log.warning("%s was deleted by someone else; opening a new one", active.path)
             _close_quietly(active.fd)
-            del self._files[partition]
+            _close_quietly(active.dir_fd)
+            del self._files[key]
             active = None
         if active is None:
-            active = self._open(partition)
+            active = self._open(key)
         if active.size and active.size + incoming > self.max_file_bytes:
-            self._rotate(partition)
-            active = self._open(partition)
+            self._rotate(key)
+            active = self._open(key)
         return active
 
-    def _open(self, partition: str) -> _ActiveFile:
+    def _open(self, key: tuple[str, str]) -> _ActiveFile:
+        partition, stream = key
         if not self.root.is_dir():
             raise FileNotFoundError(2, f"directory {self.root} is missing")
-        directory = self.root / partition
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / self._names.active
-        fd = os.open(path, OPEN_FLAGS, 0o644)
+        name = self._names.active(stream)
+        dir_fd = open_partition(self.root, partition)
+        try:
+            fd = open_file_in(dir_fd, name, self.root / partition)
+        except BaseException:
+            os.close(dir_fd)
+            raise
         stat = os.fstat(fd)
-        active = _ActiveFile(path, fd, stat.st_size, (stat.st_dev, stat.st_ino))
+        inode = (stat.st_dev, stat.st_ino)
+        active = _ActiveFile(self.root / partition / name, fd, stat.st_size, inode, dir_fd)
         if active.size:
-            _move_torn_tail(active, self.root / REJECTED_PARTITION / self._names.active)
+            _move_torn_tail(active, self.root, self._names.active(stream))
         elif self.fsync:
-            fsync_directory(directory)
-        self._files[partition] = active
+            os.fsync(dir_fd)
+        self._files[key] = active
         return active
 
-    def _rotate(self, partition: str) -> None:
+    def _rotate(self, key: tuple[str, str]) -> None:
         """Close and rename the active file; the compressor makes the `.gz` durable before it
         removes the original, so nothing is fsynced here, on the request path (an fsync of a
         128 MiB file took the p99 latency from ~25 ms to ~90 ms in the benchmark)."""
-        active = self._files.pop(partition)
+        active = self._files.pop(key)
         _close_quietly(active.fd)
-        if _still_at_its_path(active):
-            self._compress_queue.put(self._rename_rotated(active.path))
-        else:
-            log.warning("%s was moved by someone else; leaving it where it is", active.path)
+        try:
+            if _still_at_its_path(active):
+                self._compress_queue.put(self._rename_rotated(active.path, key[1], active.dir_fd))
+            else:
+                log.warning("%s was moved by someone else; leaving it where it is", active.path)
+        finally:
+            _close_quietly(active.dir_fd)
 
     def _rotate_all(self) -> None:
-        for partition in list(self._files):
-            self._rotate(partition)
+        for key in list(self._files):
+            self._rotate(key)
 
     def _recover_active_files(self) -> None:
         """This worker's active files, as a crash or a stop left them: a torn last line is
         moved to the rejects (the rejects file's own first), and a file last written on an
         earlier day (a restart after midnight) is rotated."""
-        rejects = self.root / REJECTED_PARTITION / self._names.active
-        paths = sorted(self._find(lambda name: name == self._names.active), key=lambda p: p != rejects)
+        rejected = self.root / REJECTED_PARTITION
+        paths = sorted(self._find(lambda name: self._names.stream_of_active(name) is not None),
+                       key=lambda p: p.parent != rejected)
         for path in paths:
-            stat = path.stat()
+            stream = self._names.stream_of_active(path.name) or "logs"
+            if path.is_symlink():
+                log.warning("%s is a symlink; leaving it alone and refusing to write through it", path)
+                continue
+            stat = path.lstat()
             if not stat.st_size:
                 continue
             fd = os.open(path, OPEN_FLAGS)
             try:
-                _move_torn_tail(_ActiveFile(path, fd, stat.st_size, (stat.st_dev, stat.st_ino)), rejects)
+                active = _ActiveFile(path, fd, stat.st_size, (stat.st_dev, stat.st_ino))
+                _move_torn_tail(active, self.root, self._names.active(stream))
             finally:
                 os.close(fd)
             if _utc_day(stat.st_mtime) != self._day:
-                self._rename_rotated(path)
+                self._rename_rotated(path, stream)
 
-    def _rename_rotated(self, path: Path) -> Path:
-        """Rename an active file to its rotated name (a UTC timestamp), for compression."""
+    def _rename_rotated(self, path: Path, stream: str, dir_fd: int | None = None) -> Path:
+        """Rename an active file to its rotated name (a UTC timestamp), for compression; with
+        `dir_fd`, inside that directory (the one the file was opened in)."""
         now = time.time()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
         suffix = 0
-        target = path.with_name(self._names.rotated(stamp, suffix))
-        while target.exists() or target.with_name(target.name + ".gz").exists():
+        target = self._names.rotated(stream, stamp, suffix)
+        where = path.parent if dir_fd is None else None
+        while _exists(target, dir_fd, where) or _exists(target + ".gz", dir_fd, where):
             suffix += 1
-            target = path.with_name(self._names.rotated(stamp, suffix))
-        os.replace(path, target)
-        return target
+            target = self._names.rotated(stream, stamp, suffix)
+        if dir_fd is None:
+            os.replace(path, path.with_name(target))
+        else:
+            os.replace(path.name, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return path.with_name(target)
 
     def _undo(self, written: Iterable[tuple[_ActiveFile, int]]) -> None:
         """Cut each file back to its length before this batch; close a file that resists."""
@@ -315,6 +361,7 @@ class FileSink:
             except OSError as error:
                 log.error("cannot cut %s back after a failed write: %s", active.path, error)
                 _close_quietly(active.fd)
+                _close_quietly(active.dir_fd)
                 self._files = {k: v for k, v in self._files.items() if v is not active}
 
     def _find(self, wanted: Callable[[str], bool]) -> list[Path]:
@@ -363,9 +410,63 @@ def _utc_day(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
+def _unreserved(partition: str) -> str:
+    """A partition that cannot be taken for the rejects' own."""
+    return "_" + partition if partition.split("/", 1)[0] == REJECTED_PARTITION else partition
+
+
+def open_partition(root: Path, partition: str) -> int:
+    """A directory fd of `root/partition`, made as needed one part at a time from `root`,
+    refusing any part that is a symlink or not a directory (it could lead outside `root`)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in partition.split("/"):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, DIRECTORY_MODE, dir_fd=fd)
+            try:
+                child = os.open(part, DIRECTORY_FLAGS, dir_fd=fd)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise OSError(error.errno, f"{root / partition} is not a real directory under "
+                                  f"{root} (a symlink?); refusing to write through it") from None
+                raise
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_file_in(dir_fd: int, name: str, directory: Path) -> int:
+    """Open `name` in `dir_fd` for appending, refusing a symlink in its place."""
+    try:
+        return os.open(name, OPEN_FLAGS, FILE_MODE, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            message = f"{directory / name} is a symlink; refusing to write through it"
+            raise OSError(error.errno, message) from None
+        raise
+
+
+def _exists(name: str, dir_fd: int | None, directory: Path | None) -> bool:
+    try:
+        if dir_fd is None:
+            assert directory is not None
+            os.lstat(directory / name)
+        else:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _still_at_its_path(active: _ActiveFile) -> bool:
     try:
-        stat = os.stat(active.path)
+        if active.dir_fd is None:
+            stat = os.lstat(active.path)
+        else:
+            stat = os.stat(active.path.name, dir_fd=active.dir_fd, follow_symlinks=False)
     except OSError:
         return False
     return (stat.st_dev, stat.st_ino) == active.inode
@@ -375,7 +476,8 @@ def _claim_slot(root: Path) -> tuple[int, int]:
     """The lowest worker slot no live process holds, and the open lock file that holds it."""
     slot = 0
     while True:
-        fd = os.open(root / f".worker-{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(root / f".worker-{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -398,11 +500,11 @@ def _compress(path: Path) -> None:
     path.unlink()
 
 
-def _move_torn_tail(active: _ActiveFile, rejects_path: Path) -> None:
+def _move_torn_tail(active: _ActiveFile, root: Path, rejects_name: str) -> None:
     """A file that does not end in a newline was cut mid-write (a crash): move the tail out.
 
     The file is cut back to its last complete line and the torn bytes are appended, as a
-    reject, to the rejects file (which may be this very file).
+    reject, to `rejected/<rejects_name>` under `root` (which may be this very file).
     """
     with open(active.fd, "rb", closefd=False) as reader:
         reader.seek(active.size - 1)
@@ -419,8 +521,11 @@ def _move_torn_tail(active: _ActiveFile, rejects_path: Path) -> None:
     cut = start + tail.rfind(b"\n") + 1
     torn = tail[cut - start :]
     os.ftruncate(active.fd, cut)
-    rejects_path.parent.mkdir(parents=True, exist_ok=True)
-    reject_fd = os.open(rejects_path, OPEN_FLAGS, 0o644)
+    rejects_dir = open_partition(root, REJECTED_PARTITION)
+    try:
+        reject_fd = open_file_in(rejects_dir, rejects_name, root / REJECTED_PARTITION)
+    finally:
+        os.close(rejects_dir)
     try:
         reason = f"torn line at the end of {active.path.name} (the receiver stopped mid-write)"
         write_all(reject_fd, reject_line(Reject(reason, torn)) + b"\n")
@@ -431,8 +536,9 @@ def _move_torn_tail(active: _ActiveFile, rejects_path: Path) -> None:
     log.warning("moved a torn last line of %s (%d bytes) to rejected/", active.path, len(torn))
 
 
-
-def _close_quietly(fd: int, fsync: bool = False) -> None:
+def _close_quietly(fd: int | None, fsync: bool = False) -> None:
+    if fd is None:
+        return
     if fsync:
         with contextlib.suppress(OSError):
             os.fsync(fd)
