@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,16 +155,22 @@ def _template(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option; the epilog's lines kept as written."""
+
+
+def build_parser(env: Mapping[str, str], epilog: str = "") -> argparse.ArgumentParser:
     """The command line; each option's default comes from its environment variable."""
     parser = argparse.ArgumentParser(
         prog="drain-receiver",
         description="Receive Vercel log drain deliveries, verify their signature and write "
         "every record to stdout or to rotating NDJSON files.",
-        epilog=f"Secrets: DRAIN_SECRET (comma-separated) and/or {SECRET_FILE_ENV} (one a line, "
-        "re-read on change; created with a generated secret when no secret exists). "
-        f"x-vercel-verify: DRAIN_VERIFY_TOKEN, or {VERIFY_FILE_ENV} (re-read on change).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=textwrap.fill(
+            f"Secrets: DRAIN_SECRET (comma-separated) and/or {SECRET_FILE_ENV} (one a line, "
+            "re-read on change; created with a generated secret when no secret exists). "
+            f"x-vercel-verify: DRAIN_VERIFY_TOKEN, or {VERIFY_FILE_ENV} (re-read on change).",
+            width=90) + (f"\n\n{epilog}" if epilog else ""),
+        formatter_class=_HelpFormatter,
     )
     defaults = Settings()
     checks: list[tuple[str, str, str, Callable[[Any], str | None]]] = []
@@ -247,11 +254,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def load_settings(
-    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, epilog: str = ""
 ) -> Settings:
     """Settings from the command line, then the environment, then the defaults."""
     env = os.environ if env is None else env
-    parser = build_parser(env)
+    parser = build_parser(env, epilog)
     args = parser.parse_args(argv)
     try:
         sinks = parse_sinks(getattr(args, "sink", None) or [env.get("DRAIN_SINK") or "stdout"])
