@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -28,6 +29,11 @@ from receiver.sinks.stdout import StdoutSink
 log = logging.getLogger("receiver")
 
 TRACES_PATH = "/v1/traces"  # OTLP/HTTP's path, where Vercel's trace drains post
+ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+ERROR_MESSAGES = {
+    404: "no such path: deliveries go to POST / (traces to POST /v1/traces), probes to /healthz and /readyz",
+    405: "method not allowed on this path",
+}
 OTHER_METHODS = ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]  # POST goes to `deliver`
 
 
@@ -79,6 +85,13 @@ def create_app(settings: Settings) -> ASGIApp:
         content, content_type = metrics.exposition()
         return Response(content, media_type=content_type)
 
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        code = ERROR_CODES.get(error.status_code, "http_error")
+        message = ERROR_MESSAGES.get(error.status_code, error.detail)
+        return json_response(error.status_code, {"code": code, "error": message},
+                             dict(error.headers or {}))
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for sink in drain.sinks:
@@ -98,8 +111,9 @@ def create_app(settings: Settings) -> ASGIApp:
             Route(TRACES_PATH, service_info, methods=OTHER_METHODS),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
-            Route("/metrics", metrics_page, methods=["GET"]),
+            *([] if settings.metrics_port else [Route("/metrics", metrics_page, methods=["GET"])]),
         ],
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
 

@@ -1,22 +1,68 @@
-"""`python -m receiver` / `drain-receiver`: read the settings, make sure a secret exists, serve."""
+"""`drain-receiver` / `python -m receiver`: a sub-command from `COMMANDS`, or else the server."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import logging.config
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
+from receiver import send_test
 from receiver.logs import logging_config
 from receiver.secret_file import new_secret, read_secrets, write_secrets
 from receiver.server import serve
 from receiver.settings import Settings, load_settings
+from receiver.startup import StartupError, check_settings, describe
 
 log = logging.getLogger("receiver")
 
 EXIT_USAGE = 2
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "send-test": send_test.main,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    return serve_main(argv)
+
+
+def commands_help() -> str:
+    """One line per sub-command, from the first line of its `main`'s docstring."""
+    lines = [f"  drain-receiver {name} --help: {(inspect.getdoc(command) or '').splitlines()[0]}"
+             for name, command in COMMANDS.items()]
+    return "Sub-commands (each has its own --help):\n" + "\n".join(lines)
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    """Check every setting, make sure a secret exists, then serve until SIGTERM."""
+    settings = load_settings(argv, epilog=commands_help())
+    config = logging_config(settings.log_level, settings.log_format, settings.access_log)
+    logging.config.dictConfig(config)
+    os.umask(settings.umask)
+    try:
+        check_settings(settings)
+    except StartupError as error:
+        log.error("%s", error)
+        return EXIT_USAGE
+    try:
+        ensure_secret(settings)
+    except OSError as error:
+        log.error("cannot read or create the secret file %s: %s. Set DRAIN_SECRET_FILE to a "
+                  "writable path, or DRAIN_SECRET.", settings.secret_file.absolute(),
+                  error.strerror or error)
+        return EXIT_USAGE
+    log.info("%s", describe(settings))
+    _exit_cleanly_on(signal.SIGTERM, signal.SIGINT)
+    serve(settings, config)
+    return 0
 
 
 def ensure_secret(settings: Settings) -> None:
@@ -29,21 +75,6 @@ def ensure_secret(settings: Settings) -> None:
         "with `python register.py`, which uses this file, or give Vercel the secret it holds.",
         settings.secret_file,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = load_settings(argv)
-    config = logging_config(settings.log_level, settings.log_format, settings.access_log)
-    logging.config.dictConfig(config)
-    try:
-        ensure_secret(settings)
-    except OSError as error:
-        log.error("cannot read or create the secret file %s: %s. Set DRAIN_SECRET_FILE to a "
-                  "writable path, or DRAIN_SECRET.", settings.secret_file, error)
-        return EXIT_USAGE
-    _exit_cleanly_on(signal.SIGTERM, signal.SIGINT)
-    serve(settings, config)
-    return 0
 
 
 def _exit_cleanly_on(*signals: signal.Signals) -> None:

@@ -1,5 +1,8 @@
 """Prometheus metrics, correct with one process or several (prometheus-client's multiprocess mode).
 
+With `--metrics-port`, `/metrics` is served by `MetricsListener` on a port of its own (in the
+supervisor with `--workers N`), and the public port no longer serves it.
+
 With `--workers N` the supervisor sets `PROMETHEUS_MULTIPROC_DIR` before the workers start, so
 each worker keeps its numbers in files there and `/metrics`, answered by any worker, adds up
 every worker's files.
@@ -9,7 +12,11 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -102,3 +109,53 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    server_version = "drain-receiver-metrics"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] == "/metrics":
+            self._answer(200, *exposition())
+        else:
+            body = orjson.dumps({"code": "not_found", "error": "this port serves only GET /metrics"})
+            self._answer(404, body, "application/json")
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not logged (the service's log is for events)."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class MetricsListener:
+    """`GET /metrics` on its own address, served by a background thread until `close`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        server_class = _Server6 if ":" in host else _Server
+        self._server = server_class((host, port), _MetricsHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -128,7 +128,10 @@ def _set_nodelay(transport: Any) -> None:
 
 
 def serve(settings: Settings, log_config: dict[str, Any]) -> None:
-    """Serve until SIGTERM or SIGINT; returns after a graceful shutdown."""
+    """Serve until SIGTERM or SIGINT; returns after a graceful shutdown.
+
+    With `--metrics-port`, this process serves /metrics there (with `--workers`, the supervisor,
+    adding up every worker's numbers)."""
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout)
     options: dict[str, Any] = dict(
         host=settings.host,
@@ -141,16 +144,20 @@ def serve(settings: Settings, log_config: dict[str, Any]) -> None:
         loop="auto",
         server_header=False,
     )
-    if settings.workers == 1:
-        uvicorn.run(create_app(settings), **options)
-        return
-    runtime = Path(tempfile.mkdtemp(prefix="drain-receiver-"))
-    try:
-        (runtime / "metrics").mkdir()
-        os.environ[metrics.MULTIPROC_ENV] = str(runtime / "metrics")
+    with contextlib.ExitStack() as cleanup:
+        if settings.workers > 1:
+            runtime = Path(tempfile.mkdtemp(prefix="drain-receiver-"))
+            cleanup.callback(shutil.rmtree, runtime, ignore_errors=True)
+            (runtime / "metrics").mkdir()
+            os.environ[metrics.MULTIPROC_ENV] = str(runtime / "metrics")
+        if settings.metrics_port:
+            listener = metrics.MetricsListener(settings.metrics_host or settings.host,
+                                               settings.metrics_port)
+            cleanup.callback(listener.close)
+        if settings.workers == 1:
+            uvicorn.run(create_app(settings), **options)
+            return
         worker_settings = Settings(**{**settings.__dict__, "stdout_lock": runtime / "stdout.lock"})
         os.environ[WORKER_SETTINGS_ENV] = settings_to_environment(worker_settings)
         uvicorn.run("receiver.app:app_from_environment", factory=True, workers=settings.workers,
                     **options)
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)

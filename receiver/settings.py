@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from receiver.secret_file import (
     SECRET_FILE_ENV,
@@ -21,6 +24,7 @@ from receiver.sinks.files import DEFAULT_TEMPLATE, check_template
 
 SINK_NAMES = ("stdout", "file")
 LOG_FORMATS = ("plain", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 WORKER_SETTINGS_ENV = "DRAIN_WORKER_SETTINGS"
 MIB = 1024 * 1024
 SIZE_UNITS = {"": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": MIB, "mb": 1000**2, "mib": MIB,
@@ -31,6 +35,9 @@ SIZE_UNITS = {"": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": MIB, "mb": 1000**2
 class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
+    metrics_host: str | None = None
+    metrics_port: int = 0
+    umask: int = 0o027
     sinks: tuple[str, ...] = ("stdout",)
     dir: Path = Path("drain-data")
     path_template: str = DEFAULT_TEMPLATE
@@ -64,6 +71,59 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
 
 
+def parse_umask(text: str) -> int:
+    """`027` or `0o027` -> 0o027."""
+    match = re.fullmatch(r"\s*(?:0o)?([0-7]{1,4})\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not an octal umask: {text!r} (use e.g. 027 or 077)")
+    return int(match.group(1), 8)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number of seconds: {text!r}")
+    return value
+
+
+def at_least(minimum: float, meaning: str = "") -> Callable[[float], str | None]:
+    def check(value: float) -> str | None:
+        return None if value >= minimum else f"must be at least {minimum:g}{meaning}, not {value:g}"
+    return check
+
+
+def above_zero(value: float) -> str | None:
+    return None if value > 0 else f"must be more than 0, not {value:g}"
+
+
+def port_number(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else f"must be a port from 1 to 65535, not {value}"
+
+
+def port_or_off(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else f"must be a port from 1 to 65535, or 0 for off, not {value}"
+
+
+def umask_bits(value: int) -> str | None:
+    return None if value <= 0o777 else f"must be at most 0777, not {value:04o}"
+
+
+def one_of(choices: Sequence[str]) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}, not {value!r}"
+    return check
+
+
 def parse_sinks(values: Sequence[str]) -> tuple[str, ...]:
     sinks: list[str] = []
     for value in values:
@@ -95,30 +155,53 @@ def _template(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option; the epilog's lines kept as written."""
+
+
+def build_parser(env: Mapping[str, str], epilog: str = "") -> argparse.ArgumentParser:
     """The command line; each option's default comes from its environment variable."""
     parser = argparse.ArgumentParser(
         prog="drain-receiver",
         description="Receive Vercel log drain deliveries, verify their signature and write "
         "every record to stdout or to rotating NDJSON files.",
-        epilog=f"Secrets: DRAIN_SECRET (comma-separated) and/or {SECRET_FILE_ENV} (one a line, "
-        "re-read on change; created with a generated secret when no secret exists). "
-        f"x-vercel-verify: DRAIN_VERIFY_TOKEN, or {VERIFY_FILE_ENV} (re-read on change).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=textwrap.fill(
+            f"Secrets: DRAIN_SECRET (comma-separated) and/or {SECRET_FILE_ENV} (one a line, "
+            "re-read on change; created with a generated secret when no secret exists). "
+            f"x-vercel-verify: DRAIN_VERIFY_TOKEN, or {VERIFY_FILE_ENV} (re-read on change).",
+            width=90) + (f"\n\n{epilog}" if epilog else ""),
+        formatter_class=_HelpFormatter,
     )
     defaults = Settings()
+    checks: list[tuple[str, str, str, Callable[[Any], str | None]]] = []
+    env_errors: list[str] = []
 
-    def option(flag: str, variable: str, default: object, help: str, **kwargs: object) -> None:
+    def option(flag: str, variable: str, default: object, help: str,
+               check: Callable[[Any], str | None] | None = None, **kwargs: object) -> None:
         raw = env.get(variable)
-        parser.add_argument(
+        convert = kwargs.get("type")
+        if raw is not None and callable(convert):
+            try:
+                convert(raw)
+            except argparse.ArgumentTypeError as error:
+                env_errors.append(f"{variable}={raw!r} (for {flag}): {error}")
+                raw = None
+        action = parser.add_argument(
             flag,
             default=raw if raw is not None else default,
             help=f"{help} [env {variable}]",
             **kwargs,  # type: ignore[arg-type]
         )
+        if check is not None:
+            checks.append((flag, variable, action.dest, check))
 
     option("--host", "HOST", defaults.host, "address to listen on")
-    option("--port", "PORT", defaults.port, "port to listen on", type=int)
+    option("--port", "PORT", defaults.port, "port to listen on", port_number, type=_int)
+    option("--metrics-port", "DRAIN_METRICS_PORT", defaults.metrics_port,
+           "serve /metrics on this port only, off the public port (0: on the public port)",
+           port_or_off, type=_int)
+    option("--metrics-host", "DRAIN_METRICS_HOST", None,
+           "address of the --metrics-port listener (default: the --host address)")
     parser.add_argument("--sink", action="append", default=argparse.SUPPRESS,
                         help="where records go: stdout, file, or both (repeat or comma-separate) "
                         f"[env DRAIN_SINK] (default: {env.get('DRAIN_SINK') or 'stdout'})")
@@ -128,56 +211,72 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
            "audit_log, ...), {date} (UTC), {projectId}, {source}",
            type=_template)
     option("--max-body-bytes", "DRAIN_MAX_BODY_BYTES", "32MiB",
-           "largest request body accepted, as sent (413 above)", type=parse_size)
+           "largest request body accepted, as sent (413 above)", above_zero, type=parse_size)
     option("--max-decompressed-bytes", "DRAIN_MAX_DECOMPRESSED_BYTES",
            "256MiB", "largest body after gzip decompression (413 "
-           "above)", type=parse_size)
+           "above)", above_zero, type=parse_size)
     option("--fsync", "DRAIN_FSYNC", "false", "fsync written files before acknowledging",
            type=parse_bool, nargs="?", const=True)
     option("--max-file-bytes", "DRAIN_MAX_FILE_BYTES", "128MiB",
-           "rotate an active file before it grows past this size", type=parse_size)
+           "rotate an active file before it grows past this size", above_zero, type=parse_size)
     option("--keep-days", "DRAIN_KEEP_DAYS", defaults.keep_days,
-           "delete rotated files older than this many days (0 keeps everything)", type=int)
+           "delete rotated files older than this many days (0 keeps everything)",
+           at_least(0, " (0 keeps everything)"), type=_int)
     option("--workers", "DRAIN_WORKERS", defaults.workers,
-           "worker processes serving the one port", type=int)
+           "worker processes serving the one port", at_least(1), type=_int)
     option("--dedupe-window", "DRAIN_DEDUPE_WINDOW", defaults.dedupe_window,
-           "drop records whose id this worker wrote in the last N seconds (0: off)", type=float)
+           "drop records whose id this worker wrote in the last N seconds (0: off)",
+           at_least(0, " (0 is off)"), type=_seconds)
     option("--max-inflight-bytes", "DRAIN_MAX_INFLIGHT_BYTES", "512MiB",
-           "bodies being received at once, per worker, before answering 503", type=parse_size)
+           "bodies being received at once, per worker, before answering 503", above_zero,
+           type=parse_size)
     option("--max-connections", "DRAIN_MAX_CONNECTIONS", defaults.max_connections,
-           "open connections per worker before answering 503", type=int)
+           "open connections per worker before answering 503", at_least(1), type=_int)
     option("--header-timeout", "DRAIN_HEADER_TIMEOUT", defaults.header_timeout,
-           "seconds a connection gets to send a request's headers before it is closed", type=float)
+           "seconds a connection gets to send a request's headers before it is closed",
+           above_zero, type=_seconds)
     option("--body-timeout", "DRAIN_BODY_TIMEOUT", defaults.body_timeout,
-           "seconds a request gets to send its body before a 408", type=float)
+           "seconds a request gets to send its body before a 408", above_zero, type=_seconds)
     option("--log-level", "DRAIN_LOG_LEVEL", defaults.log_level,
-           "level of the service's own logs on stderr",
-           choices=("debug", "info", "warning", "error"))
+           f"level of the service's own logs on stderr ({', '.join(LOG_LEVELS)})",
+           one_of(LOG_LEVELS), type=str.lower)
     option("--log-format", "DRAIN_LOG_FORMAT", defaults.log_format,
-           "the service's own logs as plain lines or JSON objects", choices=LOG_FORMATS)
+           f"the service's own logs as {' or '.join(LOG_FORMATS)} (JSON objects)",
+           one_of(LOG_FORMATS), type=str.lower)
     option("--access-log", "DRAIN_ACCESS_LOG", "false", "log every request on stderr",
            type=parse_bool, nargs="?", const=True)
     option("--shutdown-timeout", "DRAIN_SHUTDOWN_TIMEOUT", defaults.shutdown_timeout,
-           "seconds to let in-flight deliveries finish after SIGTERM", type=float)
+           "seconds to let in-flight deliveries finish after SIGTERM", above_zero, type=_seconds)
+    option("--umask", "DRAIN_UMASK", f"{defaults.umask:03o}",
+           "umask for the files and directories the receiver creates (027: files 0640); "
+           "the secret file is always 0600", umask_bits, type=parse_umask)
+    parser.set_defaults(_checks=checks, _env_errors=env_errors)
     return parser
 
 
 def load_settings(
-    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, epilog: str = ""
 ) -> Settings:
     """Settings from the command line, then the environment, then the defaults."""
     env = os.environ if env is None else env
-    parser = build_parser(env)
+    parser = build_parser(env, epilog)
     args = parser.parse_args(argv)
     try:
         sinks = parse_sinks(getattr(args, "sink", None) or [env.get("DRAIN_SINK") or "stdout"])
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
-    if args.workers < 1 or args.max_connections < 1:
-        parser.error("--workers and --max-connections must be at least 1")
+    if args._env_errors:
+        parser.error(args._env_errors[0])
+    for flag, variable, dest, check in args._checks:
+        problem = check(getattr(args, dest))
+        if problem:
+            parser.error(f"{flag} (env {variable}) {problem}")
     return Settings(
         host=args.host,
         port=args.port,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        umask=args.umask,
         sinks=sinks,
         dir=Path(args.dir),
         path_template=args.path_template,

@@ -14,8 +14,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.support import REPO_ROOT, running_receiver, sign
+from receiver.decode import split_records
+from receiver.sinks import SinkError
+from receiver.sinks.stdout import STDOUT_FD, StdoutSink
+from tests.support import REPO_ROOT, free_port, running_receiver, sign, wait_until_serving
 
 
 def ndjson(ids: range) -> bytes:
@@ -139,3 +143,77 @@ def test_sigterm_with_clients_sending_loses_no_acknowledged_record(tmp_path: Pat
     assert set(acknowledged) <= set(in_stdout)
     assert len(in_file) == len(set(in_file))
     assert "sinks flushed and closed" in receiver.stderr()
+
+
+def _receiver_with_stdout(tmp_path: Path, stdout: int) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRAIN_")}
+    env.update({"DRAIN_SECRET": "s3cret", "DRAIN_SECRET_FILE": str(tmp_path / "drain-secret")})
+    stderr_path = tmp_path / f"stderr-{port}.log"
+    with stderr_path.open("wb") as err:
+        process = subprocess.Popen([sys.executable, "-m", "receiver", "--host", "127.0.0.1",
+                                    "--port", str(port)], cwd=REPO_ROOT, env=env,
+                                   stdout=stdout, stderr=err)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(url, process, stderr_path)
+    return process, url, stderr_path
+
+
+def _post(url: str, body: bytes) -> httpx.Response:
+    return httpx.post(url + "/", content=body, headers={"x-vercel-signature": sign(body, "s3cret")})
+
+
+def test_readyz_is_unready_after_stdout_fails_a_write_to_dev_full(tmp_path: Path) -> None:
+    with open("/dev/full", "wb") as full:
+        process, url, _ = _receiver_with_stdout(tmp_path, full.fileno())
+    try:
+        assert httpx.get(url + "/readyz").status_code == 200
+        assert _post(url, ndjson(range(3))).status_code == 503
+        ready = httpx.get(url + "/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "unready",
+                                "problems": ["the last write to stdout failed: No space left on device"]}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def test_readyz_is_unready_while_stdout_readers_are_gone_and_ready_after_a_good_write(
+    tmp_path: Path,
+) -> None:
+    read_end, write_end = os.pipe()
+    process, url, _ = _receiver_with_stdout(tmp_path, write_end)
+    os.close(write_end)
+    try:
+        assert _post(url, ndjson(range(1))).status_code == 200
+        assert os.read(read_end, 65536) == ndjson(range(1))
+        os.close(read_end)
+        assert _post(url, ndjson(range(1, 2))).status_code == 503
+        ready = httpx.get(url + "/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["problems"] == ["the last write to stdout failed: Broken pipe"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def test_readyz_recovers_with_the_next_good_write() -> None:
+    saved = os.dup(STDOUT_FD)
+    read_end, write_end = os.pipe()
+    try:
+        sink = StdoutSink()
+        with open("/dev/full", "wb") as full:
+            os.dup2(full.fileno(), STDOUT_FD)
+        batch = split_records(ndjson(range(1)))
+        with pytest.raises(SinkError, match="No space left on device"):
+            sink.write(batch)
+        assert sink.unready_reason() == "the last write to stdout failed: No space left on device"
+        os.dup2(write_end, STDOUT_FD)
+        sink.write(batch)
+        assert sink.unready_reason() is None
+        assert os.read(read_end, 65536) == ndjson(range(1))
+    finally:
+        os.dup2(saved, STDOUT_FD)
+        os.close(saved)
+        os.close(read_end)
+        os.close(write_end)

@@ -29,6 +29,7 @@ class StdoutSink:
     lock_path: Path | None = None
     name: str = "stdout"
     _lock_fd: int | None = field(default=None, init=False)
+    _failure: str | None = field(default=None, init=False)
 
     def start(self) -> None:
         os.set_blocking(STDOUT_FD, True)
@@ -52,14 +53,17 @@ class StdoutSink:
             if self.fsync:
                 _fsync_if_file(STDOUT_FD)
         except OSError as error:
+            self._failure = f"the last write to stdout failed: {error.strerror or error}"
             raise SinkError(f"cannot write to stdout: {error.strerror or error}") from error
+        self._failure = None
 
     def unready_reason(self) -> str | None:
+        """Unready after a failed write, until a write succeeds again, or while stdout is closed."""
         try:
             os.fstat(STDOUT_FD)
         except OSError as error:
             return f"stdout is not writable: {error.strerror}"
-        return None
+        return self._failure
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
