@@ -123,7 +123,7 @@ def test_one_line_gives_the_resolved_setup_without_secrets(
     port = receiver.url.rsplit(":", 1)[1]
     assert f"listening on 127.0.0.1:{port} with 2 workers" in line
     assert f"/metrics on 127.0.0.1:{metrics_port} only" in line
-    assert f"sinks: file {data}/{{date}}, stdout" in line
+    assert f"sinks: file {data}/{{stream}}/{{date}}, stdout" in line
     assert f"secret file {data.parent / 'drain-secret'} and 1 from DRAIN_SECRET" in line
     assert f"verify code: from {data.parent / 'drain-verify'}" in line
     assert SECRET not in receiver.stderr() and "verify-code-from-vercel" not in receiver.stderr()
@@ -147,8 +147,9 @@ def test_unknown_path_and_method_have_json_bodies(separate_metrics: tuple[Receiv
     missing = httpx.get(receiver.url + "/nope")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/json"
-    assert missing.json() == {"code": "not_found", "error": "no such path: deliveries go to POST /, "
-                                                              "probes to /healthz and /readyz"}
+    assert missing.json() == {"code": "not_found", "error": "no such path: deliveries go to POST / "
+                                                              "(traces to POST /v1/traces), probes to "
+                                                              "/healthz and /readyz"}
     wrong = httpx.post(receiver.url + "/healthz")
     assert wrong.status_code == 405
     assert wrong.json()["code"] == "method_not_allowed"
