@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zlib
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -22,6 +24,11 @@ from isal import isal_zlib
 from receiver.protocol import JSON_WHITESPACE
 
 GZIP_WBITS = 16 + zlib.MAX_WBITS
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_GZIP_MEMBERS = 1024
+GZIP_FEED_BYTES = 64 * 1024
+GZIP_PIECE_BYTES = 1024 * 1024
+_NOT_ZERO = re.compile(rb"[^\0]")
 
 _decode_value = msgspec.json.Decoder(msgspec.Raw).decode
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
@@ -76,26 +83,56 @@ def gunzip(body: bytes, limit: int) -> bytes:
     """Inflate a gzip body (several members allowed), never producing more than `limit` bytes.
 
     Raises `BodyTooLarge` as soon as the output would pass `limit`, so a gzip bomb costs at
-    most `limit` bytes of memory, and `BadGzip` for a corrupt or truncated stream. isa-l
-    inflates ~2.3x faster than zlib (bench bodies, ~100 KB of NDJSON: 100 us against 230 us).
+    most `limit` bytes of memory, and `BadGzip` for a corrupt, truncated or non-gzip stream.
+    isa-l inflates ~2.3x faster than zlib (bench bodies, ~100 KB of NDJSON: 100 us against
+    230 us).
     """
-    parts: list[bytes] = []
-    room = limit + 1
-    remaining = body
-    while remaining:
-        inflater = isal_zlib.decompressobj(GZIP_WBITS)
-        try:
-            part = inflater.decompress(remaining, room)
-        except isal_zlib.error as error:
-            raise BadGzip(f"body is not valid gzip ({error})") from None
-        room -= len(part)
-        if room <= 0:
-            raise BodyTooLarge(f"decompressed body is larger than {limit} bytes")
-        if not inflater.eof:
-            raise BadGzip("gzip stream is truncated")
-        parts.append(part)
-        remaining = inflater.unused_data.lstrip(b"\0")
+    parts = list(inflated_pieces(body, limit))
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def inflated_pieces(body: bytes, limit: int) -> Iterator[bytes]:
+    """The inflated bytes of a gzip body, a piece at a time; see `gunzip` for the errors.
+
+    Linear in the body: the input is fed `GZIP_FEED_BYTES` at a time, so the end of a member
+    never copies the rest of the body (`gzip.compress(b"") * 200_000`, 4 MiB, took 9.8 s
+    that way). At most `MAX_GZIP_MEMBERS` members (Vercel sends one), so a body of empty
+    members is refused at once; zero bytes between members are skipped, as gzip(1) does.
+    """
+    view = memoryview(body)
+    offset = 0
+    room = limit + 1
+    members = 0
+    while offset < len(body):
+        if body[offset : offset + 2] != GZIP_MAGIC:
+            where = "body" if offset == 0 else f"data after gzip member {members}"
+            if len(body) - offset < 2 and GZIP_MAGIC.startswith(body[offset:]):
+                raise BadGzip("gzip stream is truncated")
+            raise BadGzip(f"{where} is not gzip (no 1f 8b magic bytes) although Content-Encoding "
+                          "says gzip; send the body as is without Content-Encoding, or gzip it")
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise BadGzip(f"body has more than {MAX_GZIP_MEMBERS} gzip members; send one")
+        inflater = isal_zlib.decompressobj(GZIP_WBITS)
+        while not inflater.eof:
+            data = inflater.unconsumed_tail
+            if not data:
+                data = view[offset : offset + GZIP_FEED_BYTES]
+                offset += len(data)
+                if not data:
+                    raise BadGzip("gzip stream is truncated")
+            try:
+                piece = inflater.decompress(data, min(room, GZIP_PIECE_BYTES))
+            except isal_zlib.error as error:
+                raise BadGzip(f"body is not valid gzip ({error})") from None
+            room -= len(piece)
+            if room <= 0:
+                raise BodyTooLarge(f"decompressed body is larger than {limit} bytes")
+            if piece:
+                yield piece
+        offset -= len(inflater.unused_data)
+        padding_end = _NOT_ZERO.search(body, offset)
+        offset = padding_end.start() if padding_end else len(body)
 
 
 def split_records(body: bytes) -> Batch:

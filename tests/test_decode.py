@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import zlib
 
 import pytest
@@ -156,3 +157,21 @@ def test_ndjson_of_a_batch_is_always_its_records_one_a_line(body: bytes) -> None
 def test_a_clean_ndjson_body_is_written_as_it_came() -> None:
     body = b'{"id":"1"}\n{"id":"2"}\n'
     assert split_records(body).ndjson() is body
+
+
+def test_many_empty_gzip_members_are_refused_at_once() -> None:
+    """Issue 16.2: each member's end copied the rest of the body (4 MiB of members took 9.8 s)."""
+    started = time.perf_counter()
+    with pytest.raises(BadGzip, match="more than 1024 gzip members"):
+        gunzip(gzip.compress(b"") * 200_000, 32 << 20)
+    assert time.perf_counter() - started < 1
+    assert gunzip(gzip.compress(b"") * 1023 + gzip.compress(b"x") + b"\0\0", 10) == b"x"
+
+
+def test_a_body_that_is_not_gzip_is_called_so() -> None:
+    with pytest.raises(BadGzip, match="body is not gzip"):
+        gunzip(b"notgzip", 1 << 20)
+    with pytest.raises(BadGzip, match="data after gzip member 1 is not gzip"):
+        gunzip(gzip.compress(b"a") + b"trailing", 1 << 20)
+    with pytest.raises(BadGzip, match="truncated"):
+        gunzip(b"\x1f", 1 << 20)
