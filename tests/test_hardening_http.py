@@ -1,0 +1,66 @@
+"""End to end, issue 16: what an unauthenticated client could make the receiver do, with the
+default limits (32 MiB bodies, 256 MiB inflated)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Receiver, running_receiver, sign
+
+SECRET = "hardening-secret-0123456789abcdefghijklm"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    workdir = tmp_path_factory.mktemp("hardening")
+    args = ["--sink", "file", "--dir", str(workdir / "data")]
+    with running_receiver(workdir, args, env={"DRAIN_SECRET": SECRET}) as receiver:
+        yield receiver
+
+
+def peak_rss_bytes(receiver: Receiver) -> int:
+    status = Path(f"/proc/{receiver.process.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) * 1024
+
+
+def zeros_bomb(inflated_bytes: int) -> bytes:
+    """Gzip members of 64 MiB of zeros each, ~1000x smaller than what they inflate to."""
+    member = gzip.compress(b"\0" * (64 << 20), 9)
+    return member * (inflated_bytes // (64 << 20))
+
+
+def test_a_gzip_bomb_with_a_wrong_signature_is_403_without_inflating_far(server: Receiver) -> None:
+    wire = zeros_bomb(10 << 30)  # 10 GiB of zeros in ~10 MB
+    peak_before = peak_rss_bytes(server)
+    started = time.monotonic()
+    response = server.post(wire, None, content_encoding="gzip", x_vercel_signature=sign(wire, "wrong"))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 403, response.text
+    assert response.json() == {"code": "invalid_signature", "error": "signature didn't match"}
+    assert elapsed < 3
+    assert peak_rss_bytes(server) - peak_before < 80 << 20, "the bomb was inflated and held"
+
+
+def raw_request(server: Receiver, data: bytes, read_timeout: float = 10) -> bytes:
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.settimeout(read_timeout)
+        conn.sendall(data)
+        reply = b""
+        try:
+            while chunk := conn.recv(65536):
+                reply += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return reply
+
+
+def json_body(reply: bytes) -> dict[str, object]:
+    return json.loads(reply.partition(b"\r\n\r\n")[2])
