@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,8 @@ from receiver.logs import client_host
 from receiver.settings import WORKER_SETTINGS_ENV, Settings, settings_to_environment
 
 HEADER_TIMEOUT_ENV = "DRAIN_HEADER_TIMEOUT"
+SUPERVISOR_PID_ENV = "DRAIN_SUPERVISOR_PID"
+PR_SET_PDEATHSIG = 1
 MAX_HEADER_BYTES = 16 * 1024  # h11's limit, which this receiver had before
 
 
@@ -127,6 +132,23 @@ def _set_nodelay(transport: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def exit_with_supervisor() -> None:
+    """In a `--workers` process: be sent SIGTERM when the supervisor dies, even by SIGKILL, so
+    no orphan keeps the port (Linux `PR_SET_PDEATHSIG`; elsewhere workers outlive a killed
+    supervisor). Runs when a worker imports this module, to unpickle `GuardedHttpProtocol`."""
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor is None or supervisor == str(os.getpid()) or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if str(os.getppid()) != supervisor:  # died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+exit_with_supervisor()
+
+
 def serve(settings: Settings, log_config: dict[str, Any]) -> None:
     """Serve until SIGTERM or SIGINT; returns after a graceful shutdown."""
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout)
@@ -150,6 +172,7 @@ def serve(settings: Settings, log_config: dict[str, Any]) -> None:
         os.environ[metrics.MULTIPROC_ENV] = str(runtime / "metrics")
         worker_settings = Settings(**{**settings.__dict__, "stdout_lock": runtime / "stdout.lock"})
         os.environ[WORKER_SETTINGS_ENV] = settings_to_environment(worker_settings)
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
         uvicorn.run("receiver.app:app_from_environment", factory=True, workers=settings.workers,
                     **options)
     finally:
