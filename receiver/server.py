@@ -37,7 +37,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     But httptools buffers request headers of any size until they end, where h11 refused them
     past 16 KiB. Here a request line and headers past `MAX_HEADER_BYTES` get a 431 and the
     connection is closed: checked exactly once they are complete, and for every read while
-    they are still arriving, so at most the cap plus one read is ever held.
+    they are still arriving, so at most the cap plus one read is ever held. Chunked trailers
+    (fields after the last chunk, which llhttp reports through `on_header`, and uvicorn added
+    to the request's headers without limit: 50 MiB of them took 1.2 GiB) are dropped and
+    held to the same cap: the bytes between two pieces of body (chunk framing, then trailers)
+    are counted read by read, and past the cap the request gets a 431 too.
 
     uvicorn closes a connection that stays idle after a response (`timeout_keep_alive`), but
     not one that connects and then sends nothing, or sends its headers a byte at a time. Here a
@@ -55,6 +59,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._parser_events = 0
         self._headers_too_large = False
+        self._body_bytes_read = 0
+        self._framing_bytes = 0
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -63,11 +69,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         events = self._parser_events
+        self._body_bytes_read = 0
+        in_body = not self._awaiting_headers
         super().data_received(data)
+        if self.transport.is_closing():
+            return
         if self._awaiting_headers and events == self._parser_events:  # all of `data` was headers
             self._header_bytes += len(data)
-            if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            if self._header_bytes > MAX_HEADER_BYTES:
                 self._refuse_large_headers()
+        elif in_body and events == self._parser_events:  # body, chunk framing and trailers
+            if self._body_bytes_read:
+                self._framing_bytes = 0
+            self._framing_bytes += len(data) - self._body_bytes_read
+            if self._framing_bytes > MAX_HEADER_BYTES:
+                self._refuse_large_headers("request trailers")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._awaiting_headers:  # not a trailer: those are counted in data_received, dropped here
+            super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes_read += len(body)
+        super().on_body(body)
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
@@ -81,6 +105,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._awaiting_headers = True
+        self._framing_bytes = 0
         self._parser_events += 1
         super().on_message_complete()
 
@@ -90,8 +115,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         else:
             super().send_400_response(msg)
 
-    def _refuse_large_headers(self) -> None:
-        message = f"request headers are larger than {MAX_HEADER_BYTES} bytes"
+    def _refuse_large_headers(self, what: str = "request headers") -> None:
+        message = f"{what} are larger than {MAX_HEADER_BYTES} bytes"
         self.logger.warning("refused a request from %s: %s", client_host(self.client), message)
         self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
                              b"connection: close\r\ncontent-length: %d\r\n\r\n%s"

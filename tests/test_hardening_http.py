@@ -64,3 +64,40 @@ def raw_request(server: Receiver, data: bytes, read_timeout: float = 10) -> byte
 
 def json_body(reply: bytes) -> dict[str, object]:
     return json.loads(reply.partition(b"\r\n\r\n")[2])
+
+
+def test_chunked_trailers_past_the_header_cap_are_431_and_not_held(server: Receiver) -> None:
+    """Issue 16.1: 50 MiB of trailer fields after the last chunk took the RSS to 1.2 GiB."""
+    peak_before = peak_rss_bytes(server)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.settimeout(10)
+        conn.sendall(head)
+        sent = 0
+        try:
+            while sent < 50 << 20:
+                conn.sendall(b"a:b\r\n" * 20_000)
+                sent += 100_000
+        except OSError:
+            pass  # refused and closed mid-way, as it should be
+        reply = b""
+        try:
+            while chunk := conn.recv(65536):
+                reply += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+    assert b"request trailers are larger than 16384 bytes" in reply
+    assert sent < 10 << 20, "the receiver kept reading trailers"
+    assert peak_rss_bytes(server) - peak_before < 30 << 20
+
+
+def test_small_trailers_are_accepted_and_not_taken_for_headers(server: Receiver) -> None:
+    body = b'{"id":"t1"}\n'
+    signature = sign(body, SECRET).encode()
+    reply = raw_request(server, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                        b"Connection: close\r\nx-vercel-signature: %s\r\n\r\n%x\r\n%s\r\n0\r\n"
+                        b"x-vercel-signature: 00\r\nx-note: 1\r\n\r\n" % (signature, len(body), body))
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert json_body(reply) == {"accepted": 1, "rejected": 0}
