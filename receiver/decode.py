@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import zlib
 from collections import deque
@@ -29,6 +30,7 @@ MAX_GZIP_MEMBERS = 1024
 GZIP_FEED_BYTES = 64 * 1024
 GZIP_PIECE_BYTES = 1024 * 1024
 _NOT_ZERO = re.compile(rb"[^\0]")
+_ARRAY_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[][{},]', re.DOTALL)
 
 _decode_value = msgspec.json.Decoder(msgspec.Raw).decode
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
@@ -178,19 +180,23 @@ def _clean_ndjson(body: bytes) -> Batch | None:
 
 
 def _from_array(body: bytes) -> Batch:
+    checked = False
     try:
         elements = [bytes(value) for value in _decode_array(body)]
     except PARSE_ERRORS as error:
+        checked = True
         elements = _elements_by_stdlib(body)
         if elements is None:
             return Batch(rejects=[Reject(f"body is not a valid JSON array: {_describe(error)}", body)])
     batch = Batch()
     multiline = b"\n" in body or b"\r" in body
     for raw in elements:
-        if raw[:1] == b"{":
-            batch.records.append(_one_line(raw) if multiline else raw)
-        else:
+        if raw[:1] != b"{":
             batch.rejects.append(Reject("array element is not a JSON object", raw))
+        elif checked and (problem := _json_problem(raw)) is not None:
+            batch.rejects.append(Reject(f"array element is not valid JSON: {problem}", raw))
+        else:
+            batch.records.append(_one_line(raw) if multiline else raw)
     return batch
 
 
@@ -223,30 +229,74 @@ def _json_problem(data: bytes) -> str | None:
     try:
         _decode_value(data)
     except PARSE_ERRORS as error:
-        return None if _valid_by_stdlib(data) else _describe(error)
+        try:
+            return None if _valid_by_stdlib(data) else _describe(error)
+        except NumberTooLarge as too_large:
+            return str(too_large)
     return None
 
 
 def _valid_by_stdlib(data: bytes) -> bool:
     """The slow second opinion, for the few valid JSON texts msgspec refuses (a lone surrogate
-    escape such as `"\\ud83d"`, written by JSON.stringify for a string cut mid-emoji)."""
+    escape such as `"\\ud83d"`, written by JSON.stringify for a string cut mid-emoji). Raises
+    `NumberTooLarge` for a number no JSON reader can hold (`1e400`)."""
     try:
-        json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+        json.loads(data.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+    except NumberTooLarge:
+        raise
     except (ValueError, RecursionError):
         return False
     return True
 
 
 def _elements_by_stdlib(body: bytes) -> list[bytes] | None:
-    """An array msgspec refused, parsed by the standard library instead. Its elements are
-    encoded again (ASCII, equal to the originals once parsed), as their exact bytes are unknown."""
-    try:
-        values = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+    """The elements of an array msgspec refused, each as its exact bytes, or None when the body
+    is not an array at all (unbalanced, an empty element, anything after the closing `]`).
+
+    The boundaries come from a scan that skips strings (escapes included) and counts depth;
+    each element is then checked on its own by `_json_problem`, so one odd element (a lone
+    surrogate escape, a number such as `1e400` that JSON cannot hold) does not rewrite the rest.
+    """
+    position = len(body) - len(body.lstrip(JSON_WHITESPACE))
+    if body[position : position + 1] != b"[":
         return None
-    if not isinstance(values, list):
-        return None
-    return [json.dumps(value, separators=(",", ":")).encode() for value in values]
+    elements: list[bytes] = []
+    depth = 0
+    start = position + 1
+    for token in _ARRAY_TOKENS.finditer(body, position):
+        mark = token.group()
+        if mark[:1] == b'"':
+            continue
+        if mark in b"[{":
+            depth += 1
+        elif mark in b"]}":
+            depth -= 1
+            if depth == 0:
+                last = body[start : token.start()].strip(JSON_WHITESPACE)
+                if last:
+                    elements.append(last)
+                elif elements:
+                    return None
+                rest = body[token.end() :]
+                return elements if not rest.strip(JSON_WHITESPACE) and mark == b"]" else None
+        elif mark == b"," and depth == 1:
+            element = body[start : token.start()].strip(JSON_WHITESPACE)
+            if not element:
+                return None
+            elements.append(element)
+            start = token.end()
+    return None
+
+
+class NumberTooLarge(ValueError):
+    """A number past the range of a double: readers would see Infinity, which is not JSON."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise NumberTooLarge(f"the number {text[:40]} is too large for a double")
+    return value
 
 
 def _refuse_constant(name: str) -> None:

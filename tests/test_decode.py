@@ -175,3 +175,22 @@ def test_a_body_that_is_not_gzip_is_called_so() -> None:
         gunzip(gzip.compress(b"a") + b"trailing", 1 << 20)
     with pytest.raises(BadGzip, match="truncated"):
         gunzip(b"\x1f", 1 << 20)
+
+
+def test_an_array_msgspec_refuses_keeps_every_element_as_it_came() -> None:
+    """Issue 11.8: the whole array was parsed and dumped again, and 1e400 written as Infinity."""
+    body = b'[{"m":"cut \\ud83d","v":1e400},{"id":"b","x":1E5,"t":"caf\\u00e9"}]'
+    batch = split_records(body)
+    assert batch.records == [b'{"id":"b","x":1E5,"t":"caf\\u00e9"}']
+    assert [r.raw for r in batch.rejects] == [b'{"m":"cut \\ud83d","v":1e400}']
+    assert "1e400 is too large" in batch.rejects[0].reason
+    spaced = b'[ {"m" : "\\ud83d, ]", "n": [1, {"k": "}"}]} ,\n\t{"id":"2"} ]'
+    assert split_records(spaced).records == [b'{"m" : "\\ud83d, ]", "n": [1, {"k": "}"}]}', b'{"id":"2"}']
+
+
+@pytest.mark.parametrize("body", [b'[{"m":"\\ud83d"},]', b'[{"m":"\\ud83d"}] x', b'[{"m":"\\ud83d"}',
+                                  b'[{"m":"\\ud83d"}}', b'[,{"m":"\\ud83d"}]'])
+def test_an_array_that_is_not_one_stays_one_reject(body: bytes) -> None:
+    batch = split_records(body)
+    assert batch.records == []
+    assert [r.raw for r in batch.rejects] == [body]
