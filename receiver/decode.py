@@ -180,21 +180,19 @@ def _clean_ndjson(body: bytes) -> Batch | None:
 
 
 def _from_array(body: bytes) -> Batch:
-    checked = False
     try:
-        elements = [bytes(value) for value in _decode_array(body)]
+        elements: list[bytes | Reject] = [bytes(value) for value in _decode_array(body)]
     except PARSE_ERRORS as error:
-        checked = True
         elements = _elements_by_stdlib(body)
         if elements is None:
             return Batch(rejects=[Reject(f"body is not a valid JSON array: {_describe(error)}", body)])
     batch = Batch()
     multiline = b"\n" in body or b"\r" in body
     for raw in elements:
-        if raw[:1] != b"{":
+        if isinstance(raw, Reject):
+            batch.rejects.append(raw)
+        elif raw[:1] != b"{":
             batch.rejects.append(Reject("array element is not a JSON object", raw))
-        elif checked and (problem := _json_problem(raw)) is not None:
-            batch.rejects.append(Reject(f"array element is not valid JSON: {problem}", raw))
         else:
             batch.records.append(_one_line(raw) if multiline else raw)
     return batch
@@ -249,14 +247,36 @@ def _valid_by_stdlib(data: bytes) -> bool:
     return True
 
 
-def _elements_by_stdlib(body: bytes) -> list[bytes] | None:
+def _elements_by_stdlib(body: bytes) -> list[bytes | Reject] | None:
     """The elements of an array msgspec refused, each as its exact bytes, or None when the body
-    is not an array at all (unbalanced, an empty element, anything after the closing `]`).
+    is not a valid JSON array (unbalanced, an empty element, anything after the closing `]`, an
+    element the standard library refuses too).
 
     The boundaries come from a scan that skips strings (escapes included) and counts depth;
-    each element is then checked on its own by `_json_problem`, so one odd element (a lone
-    surrogate escape, a number such as `1e400` that JSON cannot hold) does not rewrite the rest.
+    each element is then checked on its own, so one odd element (a lone surrogate escape)
+    does not rewrite the rest, and one holding a number no reader can hold (`1e400`, read as
+    Infinity) becomes a `Reject` of its own.
     """
+    elements = _array_elements(body)
+    if elements is None:
+        return None
+    checked: list[bytes | Reject] = []
+    for element in elements:
+        try:
+            _decode_value(element)
+        except PARSE_ERRORS:
+            try:
+                if not _valid_by_stdlib(element):
+                    return None
+            except NumberTooLarge as error:
+                checked.append(Reject(f"array element is not valid JSON: {error}", element))
+                continue
+        checked.append(element)
+    return checked
+
+
+def _array_elements(body: bytes) -> list[bytes] | None:
+    """The bytes of each element of what looks like a JSON array, or None if it does not."""
     position = len(body) - len(body.lstrip(JSON_WHITESPACE))
     if body[position : position + 1] != b"[":
         return None
