@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ HEADER_TIMEOUT_ENV = "DRAIN_HEADER_TIMEOUT"
 SUPERVISOR_PID_ENV = "DRAIN_SUPERVISOR_PID"
 PR_SET_PDEATHSIG = 1
 MAX_HEADER_BYTES = 16 * 1024  # h11's limit, which this receiver had before
+DRAIN_SECONDS = 5.0
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -47,6 +50,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     not one that connects and then sends nothing, or sends its headers a byte at a time. Here a
     connection whose next request's headers are not complete within `--header-timeout` seconds
     of its start (or of its previous response) is closed. The body has its own limit in the app.
+    A refusal sent before the body has arrived (413, 503 busy, 403...) to a client that asked
+    for `Connection: close` was lost: uvicorn closed the socket with the body's rest unread,
+    which makes the kernel answer with a reset that the client sees before the status. Here
+    the answer is followed by a half-close (FIN), and the rest of the body is read and dropped
+    until it ends, the client closes, `DRAIN_MAX_BYTES` have come or `DRAIN_SECONDS` passed.
     The timeout comes from the environment because `--workers` hands uvicorn this class by
     reference, to be imported again in each worker process.
     """
@@ -61,6 +69,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._headers_too_large = False
         self._body_bytes_read = 0
         self._framing_bytes = 0
+        self._drained_bytes: int | None = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -68,6 +77,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._arm_header_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self._drained_bytes is not None:
+            self._drained_bytes += len(data)
+            if self._drained_bytes > DRAIN_MAX_BYTES:
+                self.transport.close()
+                return
         events = self._parser_events
         self._body_bytes_read = 0
         in_body = not self._awaiting_headers
@@ -102,10 +116,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._headers_too_large = True
             raise HeadersTooLarge  # stops httptools; uvicorn then calls send_400_response
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = _CloseAfterTheBody(self.transport, self._close_after_the_body)
+
+    def _close_after_the_body(self) -> None:
+        """Close now if the request was read whole, else once the rest of its body is dropped."""
+        if self._awaiting_headers or self.transport.is_closing():
+            self.transport.close()
+            return
+        self._drained_bytes = 0
+        with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
+            self.transport.write_eof()
+        self.loop.call_later(DRAIN_SECONDS, self.transport.close)
 
     def on_message_complete(self) -> None:
         self._awaiting_headers = True
         self._framing_bytes = 0
+        if self._drained_bytes is not None:
+            self.transport.close()
+            return
         self._parser_events += 1
         super().on_message_complete()
 
@@ -141,6 +170,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         waiting_for_headers = self.cycle is None or self.cycle.response_complete
         if waiting_for_headers and not self.transport.is_closing():
             self.transport.close()
+
+
+class _CloseAfterTheBody:
+    """The transport as a request's cycle sees it: closing it goes through the protocol."""
+
+    def __init__(self, transport: Any, close: Callable[[], None]) -> None:
+        self._transport = transport
+        self.close = close
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class HeadersTooLarge(Exception):

@@ -3,9 +3,11 @@ default limits (32 MiB bodies, 256 MiB inflated)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +103,41 @@ def test_small_trailers_are_accepted_and_not_taken_for_headers(server: Receiver)
                         b"x-vercel-signature: 00\r\nx-note: 1\r\n\r\n" % (signature, len(body), body))
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     assert json_body(reply) == {"accepted": 1, "rejected": 0}
+
+
+@pytest.fixture(scope="module")
+def small_bodies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    workdir = tmp_path_factory.mktemp("small-bodies")
+    with running_receiver(workdir, ["--max-body-bytes", "1MiB"], env={"DRAIN_SECRET": SECRET}) as receiver:
+        yield receiver
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_early_refusal_reaches_a_client_that_asked_to_close(small_bodies: Receiver, framing: str) -> None:
+    """Issue 16.5: with `Connection: close` and the body still coming, the 413 was lost to a reset."""
+    body = b" " * (8 << 20)
+    if framing == "chunked":
+        head = b"Transfer-Encoding: chunked\r\n"
+        body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in [body[i : i + 65536]
+                        for i in range(0, len(body), 65536)]) + b"0\r\n\r\n"
+    else:
+        head = b"Content-Length: %d\r\n" % len(body)
+    request = (b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-vercel-signature: " + b"0" * 40
+               + b"\r\n" + head + b"\r\n" + body)
+    host, port = small_bodies.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.settimeout(10)
+        sender = threading.Thread(target=lambda: _send_ignoring_errors(conn, request))
+        sender.start()
+        reply = b""
+        while chunk := conn.recv(65536):  # a reset here is the bug: raises ConnectionResetError
+            reply += chunk
+        sender.join(10)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert json_body(reply)["code"] == "body_too_large"
+    assert b"max-body-bytes" in reply
+
+
+def _send_ignoring_errors(conn: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(data)
