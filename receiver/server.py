@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,11 @@ from receiver.logs import client_host
 from receiver.settings import WORKER_SETTINGS_ENV, Settings, settings_to_environment
 
 HEADER_TIMEOUT_ENV = "DRAIN_HEADER_TIMEOUT"
+SUPERVISOR_PID_ENV = "DRAIN_SUPERVISOR_PID"
+PR_SET_PDEATHSIG = 1
 MAX_HEADER_BYTES = 16 * 1024  # h11's limit, which this receiver had before
+DRAIN_SECONDS = 5.0
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -32,12 +40,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     But httptools buffers request headers of any size until they end, where h11 refused them
     past 16 KiB. Here a request line and headers past `MAX_HEADER_BYTES` get a 431 and the
     connection is closed: checked exactly once they are complete, and for every read while
-    they are still arriving, so at most the cap plus one read is ever held.
+    they are still arriving, so at most the cap plus one read is ever held. Chunked trailers
+    (fields after the last chunk, which llhttp reports through `on_header`, and uvicorn added
+    to the request's headers without limit: 50 MiB of them took 1.2 GiB) are dropped and
+    held to the same cap: the bytes between two pieces of body (chunk framing, then trailers)
+    are counted read by read, and past the cap the request gets a 431 too.
 
     uvicorn closes a connection that stays idle after a response (`timeout_keep_alive`), but
     not one that connects and then sends nothing, or sends its headers a byte at a time. Here a
     connection whose next request's headers are not complete within `--header-timeout` seconds
     of its start (or of its previous response) is closed. The body has its own limit in the app.
+    A refusal sent before the body has arrived (413, 503 busy, 403...) to a client that asked
+    for `Connection: close` was lost: uvicorn closed the socket with the body's rest unread,
+    which makes the kernel answer with a reset that the client sees before the status. Here
+    the answer is followed by a half-close (FIN), and the rest of the body is read and dropped
+    until it ends, the client closes, `DRAIN_MAX_BYTES` have come or `DRAIN_SECONDS` passed.
     The timeout comes from the environment because `--workers` hands uvicorn this class by
     reference, to be imported again in each worker process.
     """
@@ -50,6 +67,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._parser_events = 0
         self._headers_too_large = False
+        self._body_bytes_read = 0
+        self._framing_bytes = 0
+        self._drained_bytes: int | None = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -57,12 +77,35 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._arm_header_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self._drained_bytes is not None:
+            self._drained_bytes += len(data)
+            if self._drained_bytes > DRAIN_MAX_BYTES:
+                self.transport.close()
+                return
         events = self._parser_events
+        self._body_bytes_read = 0
+        in_body = not self._awaiting_headers
         super().data_received(data)
+        if self.transport.is_closing():
+            return
         if self._awaiting_headers and events == self._parser_events:  # all of `data` was headers
             self._header_bytes += len(data)
-            if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            if self._header_bytes > MAX_HEADER_BYTES:
                 self._refuse_large_headers()
+        elif in_body and events == self._parser_events:  # body, chunk framing and trailers
+            if self._body_bytes_read:
+                self._framing_bytes = 0
+            self._framing_bytes += len(data) - self._body_bytes_read
+            if self._framing_bytes > MAX_HEADER_BYTES:
+                self._refuse_large_headers("request trailers")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._awaiting_headers:  # not a trailer: those are counted in data_received, dropped here
+            super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes_read += len(body)
+        super().on_body(body)
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
@@ -73,9 +116,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._headers_too_large = True
             raise HeadersTooLarge  # stops httptools; uvicorn then calls send_400_response
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = _CloseAfterTheBody(self.transport, self._close_after_the_body)
+
+    def _close_after_the_body(self) -> None:
+        """Close now if the request was read whole, else once the rest of its body is dropped."""
+        if self._awaiting_headers or self.transport.is_closing():
+            self.transport.close()
+            return
+        self._drained_bytes = 0
+        with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
+            self.transport.write_eof()
+        self.loop.call_later(DRAIN_SECONDS, self.transport.close)
 
     def on_message_complete(self) -> None:
         self._awaiting_headers = True
+        self._framing_bytes = 0
+        if self._drained_bytes is not None:
+            self.transport.close()
+            return
         self._parser_events += 1
         super().on_message_complete()
 
@@ -85,8 +144,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         else:
             super().send_400_response(msg)
 
-    def _refuse_large_headers(self) -> None:
-        message = f"request headers are larger than {MAX_HEADER_BYTES} bytes"
+    def _refuse_large_headers(self, what: str = "request headers") -> None:
+        message = f"{what} are larger than {MAX_HEADER_BYTES} bytes"
         self.logger.warning("refused a request from %s: %s", client_host(self.client), message)
         self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
                              b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
@@ -113,6 +172,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+class _CloseAfterTheBody:
+    """The transport as a request's cycle sees it: closing it goes through the protocol."""
+
+    def __init__(self, transport: Any, close: Callable[[], None]) -> None:
+        self._transport = transport
+        self.close = close
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class HeadersTooLarge(Exception):
     """Raised inside the parser's callback to stop it; answered with a 431."""
 
@@ -125,6 +195,23 @@ def _set_nodelay(transport: Any) -> None:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def exit_with_supervisor() -> None:
+    """In a `--workers` process: be sent SIGTERM when the supervisor dies, even by SIGKILL, so
+    no orphan keeps the port (Linux `PR_SET_PDEATHSIG`; elsewhere workers outlive a killed
+    supervisor). Runs when a worker imports this module, to unpickle `GuardedHttpProtocol`."""
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor is None or supervisor == str(os.getpid()) or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if str(os.getppid()) != supervisor:  # died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+exit_with_supervisor()
 
 
 def serve(settings: Settings, log_config: dict[str, Any]) -> None:
@@ -159,5 +246,6 @@ def serve(settings: Settings, log_config: dict[str, Any]) -> None:
             return
         worker_settings = Settings(**{**settings.__dict__, "stdout_lock": runtime / "stdout.lock"})
         os.environ[WORKER_SETTINGS_ENV] = settings_to_environment(worker_settings)
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
         uvicorn.run("receiver.app:app_from_environment", factory=True, workers=settings.workers,
                     **options)

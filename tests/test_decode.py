@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import zlib
 
 import pytest
@@ -156,3 +157,40 @@ def test_ndjson_of_a_batch_is_always_its_records_one_a_line(body: bytes) -> None
 def test_a_clean_ndjson_body_is_written_as_it_came() -> None:
     body = b'{"id":"1"}\n{"id":"2"}\n'
     assert split_records(body).ndjson() is body
+
+
+def test_many_empty_gzip_members_are_refused_at_once() -> None:
+    """Issue 16.2: each member's end copied the rest of the body (4 MiB of members took 9.8 s)."""
+    started = time.perf_counter()
+    with pytest.raises(BadGzip, match="more than 1024 gzip members"):
+        gunzip(gzip.compress(b"") * 200_000, 32 << 20)
+    assert time.perf_counter() - started < 1
+    assert gunzip(gzip.compress(b"") * 1023 + gzip.compress(b"x") + b"\0\0", 10) == b"x"
+
+
+def test_a_body_that_is_not_gzip_is_called_so() -> None:
+    with pytest.raises(BadGzip, match="body is not gzip"):
+        gunzip(b"notgzip", 1 << 20)
+    with pytest.raises(BadGzip, match="data after gzip member 1 is not gzip"):
+        gunzip(gzip.compress(b"a") + b"trailing", 1 << 20)
+    with pytest.raises(BadGzip, match="truncated"):
+        gunzip(b"\x1f", 1 << 20)
+
+
+def test_an_array_msgspec_refuses_keeps_every_element_as_it_came() -> None:
+    """Issue 11.8: the whole array was parsed and dumped again, and 1e400 written as Infinity."""
+    body = b'[{"m":"cut \\ud83d","v":1e400},{"id":"b","x":1E5,"t":"caf\\u00e9"}]'
+    batch = split_records(body)
+    assert batch.records == [b'{"id":"b","x":1E5,"t":"caf\\u00e9"}']
+    assert [r.raw for r in batch.rejects] == [b'{"m":"cut \\ud83d","v":1e400}']
+    assert "1e400 is too large" in batch.rejects[0].reason
+    spaced = b'[ {"m" : "\\ud83d, ]", "n": [1, {"k": "}"}]} ,\n\t{"id":"2"} ]'
+    assert split_records(spaced).records == [b'{"m" : "\\ud83d, ]", "n": [1, {"k": "}"}]}', b'{"id":"2"}']
+
+
+@pytest.mark.parametrize("body", [b'[{"m":"\\ud83d"},]', b'[{"m":"\\ud83d"}] x', b'[{"m":"\\ud83d"}',
+                                  b'[{"m":"\\ud83d"}}', b'[,{"m":"\\ud83d"}]'])
+def test_an_array_that_is_not_one_stays_one_reject(body: bytes) -> None:
+    batch = split_records(body)
+    assert batch.records == []
+    assert [r.raw for r in batch.rejects] == [body]

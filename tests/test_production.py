@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -133,6 +134,33 @@ def test_sigterm_stops_every_worker_cleanly(tmp_path: Path) -> None:
         assert receiver.post(batch(range(3)), SECRET).status_code == 200
         assert receiver.stop() == 0
     assert receiver.stderr().count("sinks flushed and closed") == 2
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """Issue 16.7: orphaned workers kept the port, and a restart failed with "Address in use"."""
+    with running_receiver(tmp_path / "first", ["--workers", "2"], env={"DRAIN_SECRET": SECRET}) as first:
+        workers = children(first.process.pid)
+        assert len(workers) >= 2
+        first.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in workers), "workers outlived their supervisor"
+    port = int(first.url.rsplit(":", 1)[1])
+    with running_receiver(tmp_path / "second", ["--workers", "2"], env={"DRAIN_SECRET": SECRET},
+                          port=port) as second:
+        assert second.post(batch(range(2)), SECRET).json() == {"accepted": 2, "rejected": 0}
 
 
 def test_dedupe_window_drops_redelivered_records(tmp_path: Path) -> None:

@@ -227,6 +227,30 @@ def test_lone_surrogate_escapes_are_records() -> None:
     assert split_records(record).records == [record]
 
 
+@st.composite
+def arrays_with_lone_surrogates(draw: st.DrawFn) -> tuple[list[bytes], bytes]:
+    """An array msgspec refuses (one element holds a lone surrogate escape), and the exact
+    bytes of each element, spaced and encoded in any way JSON allows."""
+    objects = draw(st.lists(json_objects, min_size=1, max_size=6))
+    cut = draw(st.integers(0, len(objects) - 1))
+    objects[cut] = {**objects[cut], "message": "cut emoji " + draw(st.sampled_from(["\ud83d", "\udc00"]))}
+    indent = draw(st.sampled_from([None, 0, 2]))
+    elements = [dumps(value, n == cut or draw(st.booleans()), indent) for n, value in enumerate(objects)]
+    space = st.sampled_from([b"", b" ", b"\n", b"\r\n  ", b"\t"])
+    body = b"[" + b",".join(draw(space) + element + draw(space) for element in elements) + b"]"
+    return elements, body
+
+
+@PURE
+@given(arrays_with_lone_surrogates())
+def test_arrays_msgspec_refuses_keep_each_element_exactly(case: tuple[list[bytes], bytes]) -> None:
+    elements, body = case
+    batch = split_records(body)
+    assert batch.rejects == []
+    one_line = [element.replace(b"\r", b" ").replace(b"\n", b" ") for element in elements]
+    assert batch.records == one_line
+
+
 # --- pure: gunzip ---------------------------------------------------------------------------
 
 
