@@ -112,19 +112,10 @@ async def deliver(scope: Scope, receive: Receive, send: Send, drain: Drain) -> N
     metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
 
 
-async def _deliver(scope: Scope, receive: Receive, drain: Drain) -> dict[str, int]:
-    gzipped = _is_gzipped(header(scope, b"content-encoding"))
-    body = await read_body(receive, header(scope, b"content-length"), drain)
-    metrics.WIRE_BYTES.inc(len(body))
-    claimed = header(scope, SIGNATURE_HEADER.encode())
-    if claimed is None:
-        if is_handshake(_unsigned_peek(body, gzipped)):
-            return {"accepted": 0, "rejected": 0}
-        metrics.SIGNATURE_FAILURES.labels("missing").inc()
-        raise Refusal(403, "missing_signature", f"{SIGNATURE_HEADER} header is missing; only Vercel's "
-                      "signed deliveries and its {} endpoint check are accepted")
-    payload = verified_payload(body, claimed, gzipped, drain.secrets(), drain.limits.decompressed_bytes)
-    metrics.DECOMPRESSED_BYTES.inc(len(payload))
+async def _deliver(scope: Scope, receive: Receive, drain: Drain) -> dict[str, object]:
+    payload = await verified_body(scope, receive, drain)
+    if payload is None:
+        return {"accepted": 0, "rejected": 0}
     batch = split_records(payload) if not is_handshake(payload) else Batch()
     batch.streams = streams_of(payload, batch.records)
     duplicates = write_batch(batch, drain)
@@ -174,19 +165,8 @@ async def _deliver_traces(
     if content_type not in (otlp.PROTOBUF, otlp.JSON):
         raise Refusal(415, "unsupported_media_type", f"Content-Type {content_type!r} is not OTLP/HTTP; "
                       f"send {otlp.PROTOBUF} or {otlp.JSON}")
-    gzipped = _is_gzipped(header(scope, b"content-encoding"))
-    body = await read_body(receive, header(scope, b"content-length"), drain)
-    metrics.WIRE_BYTES.inc(len(body))
-    claimed = header(scope, SIGNATURE_HEADER.encode())
-    if claimed is None:
-        if is_handshake(_unsigned_peek(body, gzipped)):
-            return None
-        metrics.SIGNATURE_FAILURES.labels("missing").inc()
-        raise Refusal(403, "missing_signature", f"{SIGNATURE_HEADER} header is missing; only Vercel's "
-                      "signed deliveries and its {} endpoint check are accepted")
-    payload = verified_payload(body, claimed, gzipped, drain.secrets(), drain.limits.decompressed_bytes)
-    metrics.DECOMPRESSED_BYTES.inc(len(payload))
-    if content_type == otlp.JSON and is_handshake(payload):
+    payload = await verified_body(scope, receive, drain)
+    if payload is None or (content_type == otlp.JSON and is_handshake(payload)):
         return None
     try:
         decode = otlp.spans_from_protobuf if content_type == otlp.PROTOBUF else otlp.spans_from_json
@@ -199,6 +179,24 @@ async def _deliver_traces(
         log.warning("kept %d rejected spans of a trace export aside (first: %s)",
                     spans.rejected_spans, spans.batch.rejects[0].reason)
     return spans
+
+
+async def verified_body(scope: Scope, receive: Receive, drain: Drain) -> bytes | None:
+    """The body once its signature matched (inflated when it came gzipped), or None for
+    Vercel's unsigned `{}` endpoint check. The same rules for every drain type."""
+    gzipped = _is_gzipped(header(scope, b"content-encoding"))
+    body = await read_body(receive, header(scope, b"content-length"), drain)
+    metrics.WIRE_BYTES.inc(len(body))
+    claimed = header(scope, SIGNATURE_HEADER.encode())
+    if claimed is None:
+        if is_handshake(_unsigned_peek(body, gzipped)):
+            return None
+        metrics.SIGNATURE_FAILURES.labels("missing").inc()
+        raise Refusal(403, "missing_signature", f"{SIGNATURE_HEADER} header is missing; only Vercel's "
+                      "signed deliveries and its {} endpoint check are accepted")
+    payload = verified_payload(body, claimed, gzipped, drain.secrets(), drain.limits.decompressed_bytes)
+    metrics.DECOMPRESSED_BYTES.inc(len(payload))
+    return payload
 
 
 async def read_body(receive: Receive, declared: str | None, drain: Drain) -> bytes:
