@@ -2,7 +2,7 @@
 """Register this receiver as a Vercel log drain, with a fresh secret the receiver picks up.
 
     python register.py [options]              create the drain, or say that it already exists
-    python register.py list [options]         show the drains that point at this receiver
+    python register.py list [options]         show the drains (those at --url, when given)
     python register.py remove ID [options]    delete one of them
 
 The token comes from `VERCEL_TOKEN` only. Every other option has a flag and an environment
@@ -56,6 +56,7 @@ from receiver.vercel_api import (
 PROG = "register.py"
 DEFAULT_NAME = "vercel-drain-receiver"
 COMMANDS = ("register", "list", "remove")
+LOG_SCHEMAS = ("log",)
 TOKEN_ENV = "VERCEL_TOKEN"
 
 # Where hosting platforms publish a service's public address: (variable, URL template).
@@ -95,8 +96,9 @@ OPTIONS = (
     Option("--url", "DRAIN_URL", "the receiver's public URL, where Vercel delivers; when unset, "
            "taken from RENDER_EXTERNAL_URL, RAILWAY_PUBLIC_DOMAIN or FLY_APP_NAME",
            metavar="URL"),
-    Option("--api", "DRAIN_API", "which Vercel API: 'integration' needs an integration's OAuth2 "
-           "token, 'drains' a personal or team access token", "integration",
+    Option("--api", "DRAIN_API", "which Vercel API: 'drains' takes a personal or team access "
+           "token, 'integration' (the older Integration Log Drains API) only an integration's "
+           "OAuth2 token", "drains",
            metavar="{integration,drains}"),
     Option("--api-url", "VERCEL_API_URL", "base URL of the Vercel API", DEFAULT_API_URL,
            metavar="URL"),
@@ -129,7 +131,8 @@ OPTIONS = (
     Option("--replace", "DRAIN_REPLACE", "if a drain already points at --url, create a new one "
            "with a new secret, then delete the old one", "false", "flag", REGISTER),
     Option("--dry-run", "DRAIN_DRY_RUN", "show the requests that would change something, with "
-           "the secret masked, and change nothing", "false", "flag", ("register", "remove")),
+           "the secret masked, and change nothing; it still needs the token and the network, as "
+           "it reads the drain list to know what exists", "false", "flag", ("register", "remove")),
     Option("--json", "DRAIN_JSON", "print the API's objects as JSON (secrets removed)", "false",
            "flag"),
 )
@@ -144,6 +147,7 @@ def build_parser(command: str) -> Parser:
     prog = PROG if command == "register" else f"{PROG} {command}"
     parser = Parser(
         prog=prog,
+        usage=f"{PROG} [options] | {PROG} list [options] | {PROG} remove ID [options]",
         description=__doc__.split("\n\n")[0] if command == "register" else {
             "list": "Show the drains that point at this receiver's URL.",
             "remove": "Delete a drain that points at this receiver's URL (see `list`).",
@@ -230,7 +234,7 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "register"
     args = build_parser(command).parse_args(argv)
     value = {o.dest: resolve(o, args, env) for o in OPTIONS if command in o.commands}
-    api = choice("--api", given_or(value["api"], Api.INTEGRATION.value), [a.value for a in Api])
+    api = choice("--api", given_or(value["api"], Api.DRAINS.value), [a.value for a in Api])
     api_url = given_or(value["api_url"], DEFAULT_API_URL)
     try:
         check_url(api_url)
@@ -244,7 +248,7 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         api_url=api_url,
         token="",
         team=Team(value["team_id"], value["slug"]),
-        url=receiver_url(value["url"], env),
+        url=receiver_url(value["url"], env, required=command != "list"),
         timeout=positive_number("--timeout", given_or(value["timeout"], "10")),
         json_output=value["json"],
         dry_run=value.get("dry_run", False),
@@ -334,13 +338,15 @@ def parse_headers(lines: Sequence[str]) -> dict[str, str]:
     return headers
 
 
-def receiver_url(given: str | None, env: Mapping[str, str]) -> str:
-    """`--url`/`DRAIN_URL`, else the address a hosting platform publishes."""
+def receiver_url(given: str | None, env: Mapping[str, str], *, required: bool = True) -> str:
+    """`--url`/`DRAIN_URL`, else the address a hosting platform publishes ("" for `list`)."""
     if given is not None:
         return given
     for variable, template in PLATFORM_URLS:
         if env.get(variable, "").strip():
             return template.format(env[variable].strip())
+    if not required:
+        return ""
     raise UsageError(
         "the receiver's public URL is unknown: pass --url https://... or set DRAIN_URL "
         "(on Render, Railway and Fly.io it is found by itself)")
@@ -374,8 +380,11 @@ def describe(drain: Drain) -> str:
         f"  id:           {drain.id}",
         f"  name:         {drain.name}",
         f"  url:          {drain.url}",
+        f"  status:       {drain.state}",
+        f"  types:        {', '.join(drain.schemas) or 'none'}",
         f"  format:       {drain.format}",
         f"  sources:      {', '.join(drain.sources) or 'all'}",
+        *(f"  {line}" for line in drain.covers),
     ]
     if drain.environments:
         lines.append(f"  environments: {', '.join(drain.environments)}")
@@ -394,8 +403,13 @@ def open_client(settings: Settings, out: Output) -> VercelClient:
     )
 
 
-def pointing_here(drains: Sequence[Drain], url: str) -> list[Drain]:
-    return [drain for drain in drains if drain.url and same_url(drain.url, url)]
+def pointing_here(
+    drains: Sequence[Drain], url: str, schemas: Sequence[str] = LOG_SCHEMAS
+) -> list[Drain]:
+    """The drains of the types asked for that deliver to `url`; a drain of another type at the
+    same URL is never taken for ours (nor reused, nor deleted)."""
+    return [drain for drain in drains if drain.url and same_url(drain.url, url)
+            and any(schema in drain.schemas for schema in schemas)]
 
 
 def run_register(settings: Settings, out: Output) -> int:
@@ -407,20 +421,24 @@ def run_register(settings: Settings, out: Output) -> int:
         if settings.dry_run:
             return show_plan(settings, client, existing, out)
         secret = new_secret()
+        existed = settings.secret_file.exists()
         older = write_new_secret(settings.secret_file, secret)
         try:
             store_verification_code(client, settings.verify_file, out)
             created = create(client, settings, secret)
         except (UsageError, ApiError) as error:
             if not (isinstance(error, ApiError) and error.maybe_done):
-                take_back_secret(settings.secret_file, secret, older)
+                take_back_secret(settings.secret_file, secret, older, existed)
             raise
         report_created(settings, created, older, out)
         return delete_replaced(client, existing, created, out)
 
 
 def report_existing(settings: Settings, existing: Sequence[Drain], out: Output) -> int:
-    drain = existing[0]
+    healthy = [drain for drain in existing if drain.healthy]
+    if not healthy:
+        return report_unhealthy(settings, existing, out)
+    drain = healthy[0]
     if settings.json_output:
         out.json(drain.raw)
     else:
@@ -433,6 +451,19 @@ def report_existing(settings: Settings, existing: Sequence[Drain], out: Output) 
         out.warn(f"{settings.secret_file} holds no secret, so this receiver cannot verify that "
                  "drain's deliveries; run again with --replace (or set --secret-file)")
     return 0
+
+
+def report_unhealthy(settings: Settings, existing: Sequence[Drain], out: Output) -> int:
+    """Only disabled or errored drains point here: nothing is delivered, so this is no success."""
+    if settings.json_output:
+        out.json([drain.raw for drain in existing])
+    else:
+        out.result("\n\n".join(describe(drain) for drain in existing))
+    states = ", ".join(f"{drain.id} is {drain.state}" for drain in existing)
+    errored = "; errored usually means the receiver answered non-2xx: check its log" \
+        if any(drain.status == "errored" for drain in existing) else ""
+    raise ApiError(f"a drain points at {settings.url} but Vercel delivers nothing to it ({states})"
+                   f"; run again with --replace to create a fresh one{errored}")
 
 
 def show_plan(
@@ -491,10 +522,15 @@ def write_new_secret(path: Path, secret: str) -> list[str]:
     return older
 
 
-def take_back_secret(path: Path, secret: str, older: list[str]) -> None:
-    """Undo `write_new_secret` when no drain can have been created with `secret`."""
-    if read_secrets(path)[:1] == [secret]:
+def take_back_secret(path: Path, secret: str, older: list[str], existed: bool) -> None:
+    """Undo `write_new_secret` when no drain can have been created with `secret`: a file this
+    run made is removed, not left empty."""
+    if read_secrets(path)[:1] != [secret]:
+        return
+    if existed or older:
         write_secrets(path, older)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def create(client: VercelClient, settings: Settings, secret: str) -> Drain:
@@ -542,7 +578,10 @@ def delete_replaced(
 
 def run_list(settings: Settings, out: Output) -> int:
     with open_client(settings, out) as client:
-        drains = pointing_here(client.list_drains(), settings.url)
+        every = client.list_drains()
+    if not settings.url:
+        return list_every(settings, every, out)
+    drains = pointing_here(every, settings.url, LOG_SCHEMAS)
     if settings.json_output:
         out.json([drain.raw for drain in drains])
         return 0
@@ -550,6 +589,20 @@ def run_list(settings: Settings, out: Output) -> int:
         out.result(f"No drain (--api {settings.api}) points at {settings.url}.")
         return 0
     out.result(f"{len(drains)} drain(s) (--api {settings.api}) point at {settings.url}:")
+    out.result("\n\n".join(describe(drain) for drain in drains))
+    return 0
+
+
+def list_every(settings: Settings, drains: Sequence[Drain], out: Output) -> int:
+    """`list` without a URL: every drain the token sees, of every type."""
+    if settings.json_output:
+        out.json([drain.raw for drain in drains])
+        return 0
+    if not drains:
+        out.result(f"This token sees no drain (--api {settings.api}).")
+        return 0
+    out.result(f"{len(drains)} drain(s) (--api {settings.api}); pass --url to see only this "
+               "receiver's:")
     out.result("\n\n".join(describe(drain) for drain in drains))
     return 0
 
@@ -562,6 +615,13 @@ def run_remove(settings: Settings, out: Output) -> int:
         if drain is None:
             raise ApiError(f"no drain {settings.drain_id} (--api {settings.api}) was found; "
                            f"`python {PROG} list` shows the drains that point at {settings.url}")
+        if drain not in pointing_here([drain], drain.url, LOG_SCHEMAS):
+            raise ApiError(f"drain {drain.id} carries {', '.join(drain.schemas) or 'no type'}, "
+                           "not logs; register.py removes only log drains: delete it in the "
+                           "Vercel dashboard if you mean to")
+        if not settings.url:
+            raise UsageError("remove needs the receiver's public URL: pass --url https://... or "
+                             "set DRAIN_URL")
         if not same_url(drain.url, settings.url):
             anyway = f"; to remove it anyway, pass --url {drain.url}" if drain.url else ""
             raise ApiError(f"drain {drain.id} points at {drain.url or 'no http URL'}, not at "

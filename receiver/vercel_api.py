@@ -1,6 +1,6 @@
 """Everything `register.py` knows about Vercel's REST API, in one place.
 
-Two APIs can register a drain (see `../shared/PROTOCOL.md`, section 5):
+Two APIs can register a drain (shapes: `@vercel/sdk`, checked by tests/vercel_sdk_schemas):
 
 - `integration`: the deprecated Integration Log Drains API (`/v2/integrations/log-drains`). It
   accepts only an integration's OAuth2 access token; any other token type gets `400`.
@@ -204,9 +204,19 @@ def _drains_body(spec: DrainSpec, secret: str) -> dict[str, Any]:
 # --- Responses ----------------------------------------------------------------------------
 
 
+# What each drain type is called in `schemas`, as on the wire (the SDK's TypeScript types say
+# `speedInsights` and `auditLog`; requests and answers carry the snake_case keys).
+DRAIN_TYPES = ("log", "trace", "speed_insights", "analytics", "audit_log")
+HEALTHY = "enabled"
+
+
 @dataclass(frozen=True)
 class Drain:
-    """The fields of a drain a person wants to see, read from either API's object."""
+    """The fields of a drain a person wants to see, read from either API's object.
+
+    `status` is `enabled`, `disabled` or `errored` (the integration API reports none: "");
+    `covers` is what the drain delivers, one line each (projects, filter, sampling, headers).
+    """
 
     id: str
     name: str
@@ -216,6 +226,27 @@ class Drain:
     environments: tuple[str, ...]
     compression: str | None
     raw: Mapping[str, Any]
+    schemas: tuple[str, ...] = ("log",)
+    status: str = ""
+    disabled_reason: str = ""
+    covers: tuple[str, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return self.status in ("", HEALTHY)
+
+    @property
+    def state(self) -> str:
+        """`enabled`, or `disabled (reason)` / `errored (since ...)` for a person to read."""
+        if not self.status:
+            return "unknown (this API does not report it)"
+        if self.disabled_reason:
+            return f"{self.status} ({self.disabled_reason})"
+        first_error = self.raw.get("firstErrorTimestamp")
+        if self.status == "errored" and isinstance(first_error, int | float):
+            since = datetime.fromtimestamp(first_error / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            return f"errored (since {since})"
+        return self.status
 
 
 def read_drain(api: Api, obj: Any) -> Drain:
@@ -225,13 +256,23 @@ def read_drain(api: Api, obj: Any) -> Drain:
     if api is Api.INTEGRATION:
         url, fmt, compression = obj.get("url"), obj.get("deliveryFormat"), None
         sources, environments = obj.get("sources"), obj.get("environments")
+        schemas: tuple[str, ...] = ("log",)
+        status, reason = "", ""
+        covers = _integration_covers(obj)
     else:
         delivery = obj.get("delivery") if isinstance(obj.get("delivery"), dict) else {}
         url, fmt = delivery.get("endpoint"), delivery.get("encoding")
+        if isinstance(url, dict):
+            url = url.get("traces")
         compression = delivery.get("compression")
         basic = _basic_filter(obj)
         sources = (basic.get("log") or {}).get("sources")
         environments = (basic.get("deployment") or {}).get("environments")
+        raw_schemas = obj.get("schemas")
+        schemas = tuple(raw_schemas) if isinstance(raw_schemas, dict) else ()
+        status = obj.get("status") if isinstance(obj.get("status"), str) else ""
+        reason = obj.get("disabledReason") if isinstance(obj.get("disabledReason"), str) else ""
+        covers = _drain_covers(obj)
     return Drain(
         id=obj["id"],
         name=str(obj.get("name", "")),
@@ -241,7 +282,55 @@ def read_drain(api: Api, obj: Any) -> Drain:
         environments=_strings(environments),
         compression=compression if isinstance(compression, str) else None,
         raw=obj,
+        schemas=schemas,
+        status=status or "",
+        disabled_reason=reason or "",
+        covers=covers,
     )
+
+
+def _drain_covers(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    lines = []
+    access = obj.get("projectAccess") if isinstance(obj.get("projectAccess"), dict) else {}
+    ids = _strings(access.get("projectIds") or obj.get("projectIds"))
+    if access.get("access") == "some" or ids:
+        lines.append(f"projects:     {', '.join(ids) or 'none'}")
+    else:
+        lines.append("projects:     all")
+    text = _odata_filter(obj)
+    if text is not None:
+        lines.append(f"filter:       {text}")
+    sampling = obj.get("sampling")
+    if isinstance(sampling, list) and sampling:
+        rules = []
+        for rule in sampling:
+            if isinstance(rule, dict):
+                where = " ".join(str(rule[k]) for k in ("env", "requestPath") if rule.get(k))
+                rules.append(f"{rule.get('rate')}" + (f" of {where}" if where else ""))
+        lines.append(f"sampling:     {'; '.join(rules)}")
+    return tuple(lines)
+
+
+def _integration_covers(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    ids = _strings(obj.get("projectIds"))
+    lines = [f"projects:     {', '.join(ids) or 'all'}"]
+    if isinstance(obj.get("samplingRate"), int | float):
+        lines.append(f"sampling:     {obj['samplingRate']}")
+    headers = obj.get("headers")
+    if isinstance(headers, dict) and headers:
+        lines.append(f"headers:      {', '.join(sorted(map(str, headers)))} (values not shown)")
+    return tuple(lines)
+
+
+def _odata_filter(obj: Mapping[str, Any]) -> str | None:
+    """The text of an odata filter, as is; None for a basic filter or none."""
+    for key in ("filterV2", "filter"):
+        value = obj.get(key)
+        if isinstance(value, dict) and isinstance(value.get("filter"), dict):
+            inner = value["filter"]
+            if inner.get("type") == "odata":
+                return str(inner.get("text", ""))
+    return None
 
 
 def _basic_filter(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -486,13 +575,24 @@ class VercelClient:
         code, message = error_details(response)
         said = f" ({code}: {message})" if code or message else ""
         where = f"{method} {path}: Vercel answered {status}{said}"
-        if status == 400 and self.api is Api.INTEGRATION:
+        if status == 400 and self.api is Api.INTEGRATION and _blames_token(code, message):
             return (
                 f"{where}. The integration API (--api integration) needs an integration's OAuth2 "
                 "access token, which this token is not. With a personal or team access token, "
                 f"rerun with --api drains; how to get either token: {TOKEN_HELP}")
+        if status == 400 and message:
+            return f"{where}. Vercel refused the request as invalid; check the options you " \
+                "passed for the field it names (see --help)"
         if status == 400:
             return f"{where}. Check the options you passed (see --help)"
+        if status == 402:
+            return (
+                f"{where}. Drains need a Pro or Enterprise plan: upgrade the team "
+                "(https://vercel.com/pricing) or pass --team-id/--slug of a team that has one")
+        if status == 410:
+            other = " rerun with --api drains" if self.api is Api.INTEGRATION \
+                else " update register.py"
+            return f"{where}. Vercel has retired this endpoint;{other}"
         if status == 401:
             return (
                 f"{where}. VERCEL_TOKEN was not accepted: it is wrong, expired or revoked; "
@@ -515,6 +615,13 @@ class VercelClient:
                 f"{where} ({tries}): a problem on Vercel's side; try again later "
                 "(https://www.vercel-status.com)")
         return f"{where}; check the options you passed (see --help)"
+
+
+def _blames_token(code: str, message: str) -> bool:
+    """The integration API's 400 for a token that is not an integration's, or one that says
+    nothing; a 400 that names a field (`url should match format uri`) is about the input."""
+    said = f"{code} {message}".lower()
+    return not message or any(word in said for word in ("token", "oauth", "client"))
 
 
 def error_details(response: httpx.Response) -> tuple[str, str]:

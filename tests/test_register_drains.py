@@ -43,8 +43,8 @@ def register(
     argv = list(args)
     if "--url" not in argv:
         argv += ["--url", URL]
-    if drains and "--api" not in argv:
-        argv += ["--api", "drains"]
+    if "--api" not in argv and "DRAIN_API" not in env:
+        argv += ["--api", "drains" if drains else "integration"]
     run = run_register(argv, home=secret_file.parent.parent / "home", env={
         "VERCEL_API_URL": api.url, "VERCEL_TOKEN": token, "DRAIN_SECRET_FILE": str(secret_file),
         **env,
