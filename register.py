@@ -48,6 +48,7 @@ from receiver.vercel_api import (
     check_spec,
     check_url,
     create_body,
+    delivery_url,
     masked,
     same_url,
     without_secrets,
@@ -121,6 +122,11 @@ OPTIONS = (
     Option("--header", "DRAIN_HEADERS", "send this header with every delivery, repeatable",
            "none", "list", REGISTER, separator="\n",
            metavar="'NAME: VALUE'"),
+    Option("--schema", "DRAIN_SCHEMAS", "drain type, repeatable: log, trace, speed_insights, "
+           "analytics, audit_log; one drain per type, all with the same secret (types other "
+           "than log need --api drains)", "log", "list", metavar="TYPE"),
+    Option("--trace-encoding", "DRAIN_TRACE_ENCODING", "how trace drains deliver OTLP to the "
+           "receiver's /v1/traces", "proto", commands=REGISTER, metavar="{proto,json}"),
     Option("--compression", "DRAIN_COMPRESSION", "delivery compression, --api drains only",
            "gzip with --api drains", commands=REGISTER, metavar="{gzip,none}"),
     Option("--secret-file", "DRAIN_SECRET_FILE", "where the receiver reads its secrets; the new "
@@ -216,6 +222,7 @@ class Settings:
     dry_run: bool = False
     drain_id: str | None = None
     spec: DrainSpec | None = None
+    schemas: tuple[str, ...] = LOG_SCHEMAS
     secret_file: Path = field(default_factory=Path)
     verify_file: Path = field(default_factory=Path)
     replace: bool = False
@@ -225,7 +232,7 @@ class Settings:
 OPTION_OF_FIELD = {
     "name": "--name", "url": "--url", "format": "--format", "sources": "--source",
     "environments": "--environment", "projectIds": "--project-id", "headers": "--header",
-    "compression": "--compression",
+    "compression": "--compression", "schema": "--schema", "trace_encoding": "--trace-encoding",
 }
 
 
@@ -253,10 +260,22 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         json_output=value["json"],
         dry_run=value.get("dry_run", False),
         drain_id=getattr(args, "id", None),
+        schemas=drain_types(value["schema"], Api(api)),
     )
     if command == "register":
         settings = register_settings(settings, value, env)
     return dataclasses.replace(settings, token=read_token(env, settings.api))
+
+
+def drain_types(given: Sequence[str], api: Api) -> tuple[str, ...]:
+    """The types asked for by --schema, each once, in the order given (default: log)."""
+    types = tuple(dict.fromkeys(given)) or LOG_SCHEMAS
+    for schema in types:
+        try:
+            check_spec(api, DrainSpec(name=DEFAULT_NAME, url="https://x", schema=schema))
+        except InvalidInput as error:
+            raise UsageError(f"{named('--schema')} {error}") from None
+    return types
 
 
 def read_token(env: Mapping[str, str], api: Api) -> str:
@@ -283,6 +302,7 @@ def register_settings(base: Settings, value: Mapping[str, Any], env: Mapping[str
         project_ids=tuple(value["project_id"]),
         headers=parse_headers(value["header"]),
         compression=value["compression"],
+        trace_encoding=given_or(value["trace_encoding"], "proto"),
     )
     try:
         check_spec(base.api, spec)
@@ -413,28 +433,51 @@ def pointing_here(
 
 
 def run_register(settings: Settings, out: Output) -> int:
+    """Create a drain for each type asked for that has none at its URL (all of them with
+    --replace, then delete the old ones), every new drain with the same new secret."""
     assert settings.spec is not None
     with open_client(settings, out) as client:
-        existing = pointing_here(client.list_drains(), settings.url)
-        if existing and not settings.replace:
-            return report_existing(settings, existing, out)
+        drains = client.list_drains()
+        existing = {schema: pointing_here(drains, delivery_url(settings.url, schema), (schema,))
+                    for schema in settings.schemas}
+        old = [drain for schema in settings.schemas for drain in existing[schema]]
+        if settings.replace:
+            missing = list(settings.schemas)
+        else:
+            dead = [d for s in settings.schemas for d in existing[s]
+                    if not any(other.healthy for other in existing[s])]
+            if dead:
+                return report_unhealthy(settings, dead, out)
+            missing = [schema for schema in settings.schemas if not existing[schema]]
+            if old:
+                report_existing(settings, old, out, more_to_create=bool(missing))
+            if not missing:
+                return 0
         if settings.dry_run:
-            return show_plan(settings, client, existing, out)
+            return show_plan(settings, client, missing, old if settings.replace else [], out)
         secret = new_secret()
         existed = settings.secret_file.exists()
         older = write_new_secret(settings.secret_file, secret)
+        created: list[Drain] = []
         try:
             store_verification_code(client, settings.verify_file, out)
-            created = create(client, settings, secret)
+            for schema in missing:
+                created.append(create(client, settings, secret, schema))
+                report_created(settings, created[-1], schema, older, out)
         except (UsageError, ApiError) as error:
-            if not (isinstance(error, ApiError) and error.maybe_done):
+            if not created and not (isinstance(error, ApiError) and error.maybe_done):
                 take_back_secret(settings.secret_file, secret, older, existed)
+            if created:
+                raise ApiError(f"{error} Created before that: "
+                               f"{', '.join(d.id for d in created)}; run again to create the "
+                               "rest (existing types are kept)") from None
             raise
-        report_created(settings, created, older, out)
-        return delete_replaced(client, existing, created, out)
+        return delete_replaced(client, old if settings.replace else [], created, out)
 
 
-def report_existing(settings: Settings, existing: Sequence[Drain], out: Output) -> int:
+def report_existing(
+    settings: Settings, existing: Sequence[Drain], out: Output, *, more_to_create: bool = False
+) -> int:
     healthy = [drain for drain in existing if drain.healthy]
     if not healthy:
         return report_unhealthy(settings, existing, out)
@@ -442,8 +485,9 @@ def report_existing(settings: Settings, existing: Sequence[Drain], out: Output) 
     if settings.json_output:
         out.json(drain.raw)
     else:
-        out.result(f"A drain already points at {settings.url}; nothing was created.\n"
-                   f"{describe(drain)}")
+        nothing = "creating the other types asked for" if more_to_create \
+            else "nothing was created"
+        out.result(f"A drain already points at {drain.url}; {nothing}.\n{describe(drain)}")
     more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
     out.note(f"Drain {drain.id}{more} is registered. Run again with --replace to rotate it: a new "
              "drain with a new secret is created first, then the old one is deleted.")
@@ -467,17 +511,20 @@ def report_unhealthy(settings: Settings, existing: Sequence[Drain], out: Output)
 
 
 def show_plan(
-    settings: Settings, client: VercelClient, existing: Sequence[Drain], out: Output
+    settings: Settings, client: VercelClient, schemas: Sequence[str],
+    existing: Sequence[Drain], out: Output,
 ) -> int:
     """--dry-run: what would be sent, secret masked; the drain list was only read."""
     assert settings.spec is not None
-    body = masked(create_body(settings.api, settings.spec, new_secret()))
+    secret = new_secret()
     requests: list[dict[str, Any]] = [
         {"then": f"write a new secret first in {settings.secret_file} (mode 0600), keeping "
                  f"{len(read_secrets(settings.secret_file))} secret(s) already there"},
         {"method": "GET", "url": client.url(VERIFY_PATH),
          "then": f"write the code to {settings.verify_file}"},
-        {"method": "POST", "url": client.url(PATHS[settings.api].create), "body": body},
+        *({"method": "POST", "url": client.url(PATHS[settings.api].create),
+           "body": masked(create_body(settings.api, spec_for(settings, schema), secret))}
+          for schema in schemas),
         *({"method": "DELETE", "url": client.url(PATHS[settings.api].delete.format(id=d.id))}
           for d in existing),
     ]
@@ -533,10 +580,14 @@ def take_back_secret(path: Path, secret: str, older: list[str], existed: bool) -
         path.unlink(missing_ok=True)
 
 
-def create(client: VercelClient, settings: Settings, secret: str) -> Drain:
+def spec_for(settings: Settings, schema: str) -> DrainSpec:
     assert settings.spec is not None
+    return dataclasses.replace(settings.spec, schema=schema)
+
+
+def create(client: VercelClient, settings: Settings, secret: str, schema: str) -> Drain:
     try:
-        return client.create_drain(create_body(settings.api, settings.spec, secret))
+        return client.create_drain(create_body(settings.api, spec_for(settings, schema), secret))
     except ApiError as error:
         if not error.maybe_done:
             raise
@@ -545,17 +596,20 @@ def create(client: VercelClient, settings: Settings, secret: str) -> Drain:
                        maybe_done=True) from None
 
 
-def report_created(settings: Settings, drain: Drain, older: list[str], out: Output) -> None:
+def report_created(
+    settings: Settings, drain: Drain, schema: str, older: list[str], out: Output
+) -> None:
     if settings.json_output:
         out.json(drain.raw)
     else:
-        out.result(f"Registered log drain {drain.id} (--api {settings.api}).\n{describe(drain)}")
+        out.result(f"Registered {schema} drain {drain.id} (--api {settings.api}).\n"
+                   f"{describe(drain)}")
     kept = f"; the {len(older)} older secret(s) stay below it" if older else ""
     out.note(f"Its secret is the first line of {settings.secret_file}{kept}.")
 
 
 def delete_replaced(
-    client: VercelClient, existing: Sequence[Drain], created: Drain, out: Output
+    client: VercelClient, existing: Sequence[Drain], created: Sequence[Drain], out: Output
 ) -> int:
     """--replace: delete the old drains once the new one exists, so delivery never stops."""
     failures: list[tuple[Drain, ApiError]] = []
@@ -571,7 +625,9 @@ def delete_replaced(
         ids = ", ".join(drain.id for drain, _ in failures)
         how = f"python {PROG} remove {failures[0][0].id}" if len(failures) == 1 \
             else f"python {PROG} remove ID, for each"
-        raise ApiError(f"the new drain {created.id} is in place, but the old drain(s) {ids} could "
+        new = f"drain {created[0].id} is" if len(created) == 1 \
+            else f"drains {', '.join(d.id for d in created)} are"
+        raise ApiError(f"the new {new} in place, but the old drain(s) {ids} could "
                        f"not be deleted ({failures[0][1]}); delete with: {how}")
     return 0
 
@@ -581,7 +637,8 @@ def run_list(settings: Settings, out: Output) -> int:
         every = client.list_drains()
     if not settings.url:
         return list_every(settings, every, out)
-    drains = pointing_here(every, settings.url, LOG_SCHEMAS)
+    drains = [drain for schema in settings.schemas
+              for drain in pointing_here(every, delivery_url(settings.url, schema), (schema,))]
     if settings.json_output:
         out.json([drain.raw for drain in drains])
         return 0
@@ -615,14 +672,15 @@ def run_remove(settings: Settings, out: Output) -> int:
         if drain is None:
             raise ApiError(f"no drain {settings.drain_id} (--api {settings.api}) was found; "
                            f"`python {PROG} list` shows the drains that point at {settings.url}")
-        if drain not in pointing_here([drain], drain.url, LOG_SCHEMAS):
+        if drain not in pointing_here([drain], drain.url, settings.schemas):
             raise ApiError(f"drain {drain.id} carries {', '.join(drain.schemas) or 'no type'}, "
-                           "not logs; register.py removes only log drains: delete it in the "
-                           "Vercel dashboard if you mean to")
+                           f"not {', '.join(settings.schemas)}; pass --schema with its type to "
+                           "remove it")
         if not settings.url:
             raise UsageError("remove needs the receiver's public URL: pass --url https://... or "
                              "set DRAIN_URL")
-        if not same_url(drain.url, settings.url):
+        if not any(same_url(drain.url, delivery_url(settings.url, schema))
+                   for schema in settings.schemas):
             anyway = f"; to remove it anyway, pass --url {drain.url}" if drain.url else ""
             raise ApiError(f"drain {drain.id} points at {drain.url or 'no http URL'}, not at "
                            f"{settings.url}{anyway}")

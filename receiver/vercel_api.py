@@ -74,6 +74,11 @@ SOURCES: dict[Api, tuple[str, ...]] = {
     Api.INTEGRATION: ("static", "lambda", "build", "edge", "external", "firewall"),
     Api.DRAINS: ("static", "lambda", "build", "edge", "external", "firewall", "redirect"),
 }
+TRACE_ENCODINGS = ("proto", "json")
+TRACES_PATH = "/v1/traces"
+# The version each type's `schemas` entry asks for (analytics records are `vercel.analytics.v2`).
+SCHEMA_VERSIONS = {"log": "v1", "trace": "v1", "speed_insights": "v1", "analytics": "v2",
+                   "audit_log": "v1"}
 DEFAULT_COMPRESSION: dict[Api, str | None] = {Api.INTEGRATION: None, Api.DRAINS: "gzip"}
 
 
@@ -89,6 +94,8 @@ class DrainSpec:
     project_ids: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     compression: str | None = None
+    schema: str = "log"
+    trace_encoding: str = "proto"
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,13 @@ def check_url(url: str) -> None:
 
 def check_spec(api: Api, spec: DrainSpec) -> None:
     """Raise `InvalidInput` for the first value the chosen API's schema would refuse."""
+    if spec.schema not in DRAIN_TYPES:
+        raise InvalidInput("schema", f"{spec.schema!r} is not a drain type; {_one_of(DRAIN_TYPES)}")
+    if spec.schema != "log" and api is not Api.DRAINS:
+        raise InvalidInput("schema", f"{spec.schema!r} drains need --api drains")
+    if spec.trace_encoding not in TRACE_ENCODINGS:
+        raise InvalidInput("trace_encoding", f"{spec.trace_encoding!r} is not allowed; "
+                           f"{_one_of(TRACE_ENCODINGS)}")
     if not spec.name or len(spec.name) > NAME_MAX_LENGTH or not NAME_PATTERN.fullmatch(spec.name):
         raise InvalidInput(
             "name", f"{spec.name!r} must be 1-{NAME_MAX_LENGTH} characters of "
@@ -175,24 +189,39 @@ def _integration_body(spec: DrainSpec, secret: str) -> dict[str, Any]:
     return body
 
 
+def delivery_url(url: str, schema: str) -> str:
+    """Where Vercel delivers a drain of type `schema`: traces go to the OTLP path."""
+    return url.rstrip("/") + TRACES_PATH if schema == "trace" else url
+
+
 def _drains_body(spec: DrainSpec, secret: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": spec.name,
-        "projects": "some" if spec.project_ids else "all",
-        "schemas": {"log": {"version": "v1"}},
-        "delivery": {
+    if spec.schema == "trace":
+        delivery: dict[str, Any] = {
+            "type": "otlphttp",
+            "endpoint": {"traces": delivery_url(spec.url, "trace")},
+            "encoding": spec.trace_encoding,
+            "headers": dict(spec.headers),
+            "secret": secret,
+        }
+    else:
+        delivery = {
             "type": "http",
             "endpoint": spec.url,
             "encoding": spec.format,
             "compression": spec.compression or DEFAULT_COMPRESSION[Api.DRAINS],
             "headers": dict(spec.headers),
             "secret": secret,
-        },
+        }
+    body: dict[str, Any] = {
+        "name": spec.name,
+        "projects": "some" if spec.project_ids else "all",
+        "schemas": {spec.schema: {"version": SCHEMA_VERSIONS[spec.schema]}},
+        "delivery": delivery,
     }
     if spec.project_ids:
         body["projectIds"] = list(spec.project_ids)
     basic: dict[str, Any] = {"type": "basic"}
-    if spec.sources:
+    if spec.sources and spec.schema == "log":
         basic["log"] = {"sources": list(spec.sources)}
     if spec.environments:
         basic["deployment"] = {"environments": list(spec.environments)}
