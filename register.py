@@ -4,6 +4,8 @@
     python register.py [options]              create the drain, or say that it already exists
     python register.py list [options]         show the drains (those at --url, when given)
     python register.py remove ID [options]    delete one of them
+    python register.py test [options]         ask Vercel to deliver a test to --url, signed
+                                              with the secret file's first secret
 
 The token comes from `VERCEL_TOKEN` only. Every other option has a flag and an environment
 variable (the flag wins). Exit codes: 0 success, 1 API or network failure, 2 usage error.
@@ -51,12 +53,13 @@ from receiver.vercel_api import (
     delivery_url,
     masked,
     same_url,
+    test_body,
     without_secrets,
 )
 
 PROG = "register.py"
 DEFAULT_NAME = "vercel-drain-receiver"
-COMMANDS = ("register", "list", "remove")
+COMMANDS = ("register", "list", "remove", "test")
 LOG_SCHEMAS = ("log",)
 TOKEN_ENV = "VERCEL_TOKEN"
 
@@ -91,7 +94,7 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-REGISTER = ("register",)
+REGISTER = ("register", "test")
 
 OPTIONS = (
     Option("--url", "DRAIN_URL", "the receiver's public URL, where Vercel delivers; when unset, "
@@ -133,9 +136,9 @@ OPTIONS = (
            "secret goes first, older ones stay below it",
            "~/.config/vercel-drain-receiver/drain-secret", commands=REGISTER, metavar="PATH"),
     Option("--verify-file", VERIFY_FILE_ENV, "where the receiver reads its x-vercel-verify code",
-           f"{VERIFY_FILE_NAME} beside the secret file", commands=REGISTER, metavar="PATH"),
+           f"{VERIFY_FILE_NAME} beside the secret file", commands=("register",), metavar="PATH"),
     Option("--replace", "DRAIN_REPLACE", "if a drain already points at --url, create a new one "
-           "with a new secret, then delete the old one", "false", "flag", REGISTER),
+           "with a new secret, then delete the old one", "false", "flag", ("register",)),
     Option("--dry-run", "DRAIN_DRY_RUN", "show the requests that would change something, with "
            "the secret masked, and change nothing; it still needs the token and the network, as "
            "it reads the drain list to know what exists", "false", "flag", ("register", "remove")),
@@ -153,10 +156,13 @@ def build_parser(command: str) -> Parser:
     prog = PROG if command == "register" else f"{PROG} {command}"
     parser = Parser(
         prog=prog,
-        usage=f"{PROG} [options] | {PROG} list [options] | {PROG} remove ID [options]",
+        usage=f"{PROG} [options] | {PROG} list [options] | {PROG} remove ID [options] | "
+        f"{PROG} test [options]",
         description=__doc__.split("\n\n")[0] if command == "register" else {
             "list": "Show the drains that point at this receiver's URL.",
             "remove": "Delete a drain that points at this receiver's URL (see `list`).",
+            "test": "Ask Vercel to deliver a test to the receiver's URL (POST /v1/drains/test) "
+                    "with the secret file's first secret, and print Vercel's verdict.",
         }[command],
         epilog=f"The token is read from {TOKEN_ENV}. Commands: {PROG} [options] | "
         f"{PROG} list [options] | {PROG} remove ID [options]. "
@@ -262,8 +268,11 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         drain_id=getattr(args, "id", None),
         schemas=drain_types(value["schema"], Api(api)),
     )
-    if command == "register":
+    if command in REGISTER:
         settings = register_settings(settings, value, env)
+    if command == "test" and settings.api is not Api.DRAINS:
+        raise UsageError("test asks the Drains API: run it with --api drains (any token that "
+                         "can list drains with it)")
     return dataclasses.replace(settings, token=read_token(env, settings.api))
 
 
@@ -313,11 +322,11 @@ def register_settings(base: Settings, value: Mapping[str, Any], env: Mapping[str
     secret_file = Path(value["secret_file"]).expanduser() if value["secret_file"] \
         else secret_path_from_env(env)
     # Like verify_path_from_env(), but beside a --secret-file given as a flag too.
-    verify_file = Path(value["verify_file"]).expanduser() if value["verify_file"] \
+    verify_file = Path(value["verify_file"]).expanduser() if value.get("verify_file") \
         else secret_file.with_name(VERIFY_FILE_NAME)
     return dataclasses.replace(
         base, spec=spec, secret_file=secret_file, verify_file=verify_file,
-        replace=value["replace"])
+        replace=value.get("replace", False))
 
 
 def given_or(value: str | None, default: str) -> str:
@@ -696,7 +705,29 @@ def run_remove(settings: Settings, out: Output) -> int:
     return 0
 
 
-RUNNERS = {"register": run_register, "list": run_list, "remove": run_remove}
+def run_test(settings: Settings, out: Output) -> int:
+    """Vercel's own test delivery to the receiver, for each type asked for."""
+    secrets = read_secrets(settings.secret_file)
+    if not secrets:
+        raise UsageError(f"{settings.secret_file} holds no secret to sign the test with: run "
+                         f"`python {PROG}` first (or pass --secret-file)")
+    failed = 0
+    with open_client(settings, out) as client:
+        for schema in settings.schemas:
+            target = delivery_url(settings.url, schema)
+            verdict = client.test_drain(test_body(spec_for(settings, schema), secrets[0]))
+            if verdict:
+                failed += 1
+                out.result(f"Vercel's test {schema} delivery to {target} failed ({verdict}); "
+                           "check the receiver's log, its secret file and the proxy in front")
+            else:
+                out.result(f"Vercel's test {schema} delivery to {target} went through.")
+    if failed:
+        raise ApiError(f"{failed} of {len(settings.schemas)} test deliveries failed (see above)")
+    return 0
+
+
+RUNNERS = {"register": run_register, "list": run_list, "remove": run_remove, "test": run_test}
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

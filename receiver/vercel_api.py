@@ -30,6 +30,7 @@ import httpx
 
 DEFAULT_API_URL = "https://api.vercel.com"
 VERIFY_PATH = "/v1/verify-endpoint"
+DRAINS_TEST_PATH = "/v1/drains/test"
 TOKEN_HELP = "README.md, section \"Register the drain\""
 
 
@@ -187,6 +188,13 @@ def _integration_body(spec: DrainSpec, secret: str) -> dict[str, Any]:
     if spec.headers:
         body["headers"] = dict(spec.headers)
     return body
+
+
+def test_body(spec: DrainSpec, secret: str) -> dict[str, Any]:
+    """The `POST /v1/drains/test` body: the delivery `spec` would get, and its type."""
+    check_secret(secret)
+    body = _drains_body(spec, secret)
+    return {"schemas": body["schemas"], "delivery": body["delivery"]}
 
 
 def delivery_url(url: str, schema: str) -> str:
@@ -523,6 +531,17 @@ class VercelClient:
 
     def delete_drain(self, drain_id: str) -> None:
         self._call("DELETE", PATHS[self.api].delete.format(id=drain_id), expect_json=False)
+
+    def test_drain(self, body: Mapping[str, Any]) -> str:
+        """Ask Vercel to deliver a test to `body`'s delivery; "" when it went through, else
+        Vercel's verdict (the endpoint's status and error) in one line."""
+        payload = self._call("POST", DRAINS_TEST_PATH, body)
+        if not isinstance(payload, dict):
+            raise ApiError(f"POST {DRAINS_TEST_PATH}: Vercel answered with something that is not "
+                           "an object; check --api-url")
+        if not payload.get("error") and not payload.get("status"):
+            return ""
+        return _one_line(f"{payload.get('status', '')}: {payload.get('error', '')}")[:300]
 
     def verification_code(self) -> str:
         payload = self._call("GET", VERIFY_PATH)

@@ -10,6 +10,9 @@ a dropped connection, or a slow answer.
 from __future__ import annotations
 
 import functools
+import gzip
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import jsonschema
 
 from tests.support import REPO_ROOT
@@ -65,6 +69,11 @@ INTEGRATION_CREATE_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+# What the fake delivers for `POST /v1/drains/test`: a log record as Vercel's reference shows one.
+TEST_RECORD = {"id": "test-delivery-1", "deploymentId": "dpl_test", "source": "lambda",
+               "host": "test.vercel.app", "timestamp": 1700000000000, "projectId": "prj_test",
+               "level": "info", "message": "test delivery from the fake Vercel API"}
 
 SDK_SCHEMA_DIR = Path(__file__).with_name("vercel_sdk_schemas")
 SDK_VERSION = (SDK_SCHEMA_DIR / "SDK_VERSION").read_text().strip()
@@ -206,6 +215,7 @@ class FakeVercel:
             self.verification_code = "verify-code-first"
             self.watch_file: Path | None = None
             self.file_at_create: list[str | None] = []
+            self.test_deliveries: list[tuple[str, int]] = []
 
     # Telling it what to do.
 
@@ -296,6 +306,8 @@ class FakeVercel:
             return 200, {"drains": self.drains}, {}
         if route == "POST /v1/drains":
             return self._create(request, None, self.drains)
+        if route == "POST /v1/drains/test":
+            return self._test_delivery(request)
         if request.method == "DELETE":
             for prefix, drains in (("/v1/integrations/log-drains/", self.integration_drains),
                                    ("/v1/drains/", self.drains)):
@@ -328,6 +340,35 @@ class FakeVercel:
         if "delivery" in echoed and secret:
             echoed["delivery"]["secret"] = secret
         return 200, echoed, {}
+
+    def _test_delivery(self, request: Recorded) -> tuple[int, Any, dict[str, str]]:
+        """Deliver one signed sample log record to the body's endpoint, over real HTTP, and
+        answer as Vercel does: `{}` when it took it, else the endpoint, error and status."""
+        try:
+            delivery = request.json()["delivery"]
+        except (ValueError, KeyError, TypeError):
+            return 400, error_body("bad_request", "Invalid request body"), {}
+        endpoint = delivery["endpoint"]
+        if isinstance(endpoint, dict):
+            endpoint = endpoint["traces"]
+        body = json.dumps(TEST_RECORD).encode() + b"\n"
+        if delivery.get("compression") == "gzip":
+            body = gzip.compress(body)
+        headers = {"content-type": "application/x-ndjson", **delivery.get("headers", {}),
+                   "x-vercel-signature": hmac.new(delivery.get("secret", "").encode(), body,
+                                                  hashlib.sha1).hexdigest()}
+        if delivery.get("compression") == "gzip":
+            headers["content-encoding"] = "gzip"
+        try:
+            answer = httpx.post(endpoint, content=body, headers=headers, timeout=5)
+        except httpx.HTTPError as error:
+            return 200, {"endpoint": endpoint, "error": type(error).__name__,
+                         "status": "unreachable"}, {}
+        self.test_deliveries.append((endpoint, answer.status_code))
+        if answer.is_success:
+            return 200, {}, {}
+        return 200, {"endpoint": endpoint, "error": answer.text[:200],
+                     "status": str(answer.status_code)}, {}
 
     def _delete(self, drain_id: str, store: list[dict[str, Any]]) -> tuple[int, Any, dict]:
         for drain in store:
