@@ -49,7 +49,7 @@ class Paths:
 
 
 PATHS: dict[Api, Paths] = {
-    # The integration API deletes through v1, not v2 (PROTOCOL.md section 5).
+    # The integration API deletes through v1, not v2 (@vercel/sdk deleteIntegrationLogDrain).
     Api.INTEGRATION: Paths(
         "/v2/integrations/log-drains", "/v2/integrations/log-drains",
         "/v1/integrations/log-drains/{id}",
@@ -57,9 +57,9 @@ PATHS: dict[Api, Paths] = {
     Api.DRAINS: Paths("/v1/drains", "/v1/drains", "/v1/drains/{id}"),
 }
 
-# --- Input constraints (the seed's request schema; the Drains API's enums) -----------------
+# --- Input constraints (the integration API's documented patterns; the Drains API's enums) --
 
-# The seed's patterns are `^[A-z0-9_ -]+$` and `^[a-zA-z0-9_]+$`. `A-z` also spans
+# The integration API documents the patterns `^[A-z0-9_ -]+$` and `^[a-zA-z0-9_]+$`. `A-z` also spans
 # ``[\]^_` ``, which is almost certainly a typo; we accept the strict subset, which the API
 # accepts too.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_ -]+")

@@ -1,7 +1,7 @@
 """A fake Vercel REST API for the register.py tests: a real HTTP server on a loopback port.
 
-It knows the endpoints register.py uses (PROTOCOL.md section 5), validates create bodies
-against the seed's request schema (integration API) and the Drains API's shape, records every
+It knows the endpoints register.py uses, checks every request body and every answer against
+the JSON Schemas derived from @vercel/sdk (tests/vercel_sdk_schemas), records every
 request, and can be told to fail the next matching requests in any way the real API can:
 an error status with Vercel's error body, `429` with `Retry-After`, a body that is not JSON,
 a dropped connection, or a slow answer.
@@ -378,7 +378,7 @@ class FakeVercel:
         return 404, error_body("not_found", f"Log drain {drain_id} not found"), {}
 
     def _integration_drain(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """A seed-shaped 200 answer for `body` (no secret: the seed's response has none)."""
+        """The integration API's 200 answer for `body` (no secret: its answer carries none)."""
         return {
             "id": f"ld_{next(self._ids):04d}fake",
             "name": body["name"],

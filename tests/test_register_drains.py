@@ -234,7 +234,7 @@ def test_drains_api_errors_are_explained(
     assert read_secrets(secret_file) == []
 
 
-# --- 2. the seed's 400 points at --api drains -----------------------------------------------------
+# --- 2. the integration API's 400 points at --api drains -------------------------------------------------
 
 
 def test_personal_token_on_the_integration_api_is_told_to_use_drains(
