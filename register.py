@@ -2,8 +2,10 @@
 """Register this receiver as a Vercel log drain, with a fresh secret the receiver picks up.
 
     python register.py [options]              create the drain, or say that it already exists
-    python register.py list [options]         show the drains that point at this receiver
+    python register.py list [options]         show the drains (those at --url, when given)
     python register.py remove ID [options]    delete one of them
+    python register.py test [options]         ask Vercel to deliver a test to --url, signed
+                                              with the secret file's first secret
 
 The token comes from `VERCEL_TOKEN` only. Every other option has a flag and an environment
 variable (the flag wins). Exit codes: 0 success, 1 API or network failure, 2 usage error.
@@ -48,14 +50,17 @@ from receiver.vercel_api import (
     check_spec,
     check_url,
     create_body,
+    delivery_url,
     masked,
     same_url,
+    test_body,
     without_secrets,
 )
 
 PROG = "register.py"
 DEFAULT_NAME = "vercel-drain-receiver"
-COMMANDS = ("register", "list", "remove")
+COMMANDS = ("register", "list", "remove", "test")
+LOG_SCHEMAS = ("log",)
 TOKEN_ENV = "VERCEL_TOKEN"
 
 # Where hosting platforms publish a service's public address: (variable, URL template).
@@ -89,14 +94,15 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-REGISTER = ("register",)
+REGISTER = ("register", "test")
 
 OPTIONS = (
     Option("--url", "DRAIN_URL", "the receiver's public URL, where Vercel delivers; when unset, "
            "taken from RENDER_EXTERNAL_URL, RAILWAY_PUBLIC_DOMAIN or FLY_APP_NAME",
            metavar="URL"),
-    Option("--api", "DRAIN_API", "which Vercel API: 'integration' needs an integration's OAuth2 "
-           "token, 'drains' a personal or team access token", "integration",
+    Option("--api", "DRAIN_API", "which Vercel API: 'drains' takes a personal or team access "
+           "token, 'integration' (the older Integration Log Drains API) only an integration's "
+           "OAuth2 token", "drains",
            metavar="{integration,drains}"),
     Option("--api-url", "VERCEL_API_URL", "base URL of the Vercel API", DEFAULT_API_URL,
            metavar="URL"),
@@ -119,17 +125,23 @@ OPTIONS = (
     Option("--header", "DRAIN_HEADERS", "send this header with every delivery, repeatable",
            "none", "list", REGISTER, separator="\n",
            metavar="'NAME: VALUE'"),
+    Option("--schema", "DRAIN_SCHEMAS", "drain type, repeatable: log, trace, speed_insights, "
+           "analytics, audit_log; one drain per type, all with the same secret (types other "
+           "than log need --api drains)", "log", "list", metavar="TYPE"),
+    Option("--trace-encoding", "DRAIN_TRACE_ENCODING", "how trace drains deliver OTLP to the "
+           "receiver's /v1/traces", "proto", commands=REGISTER, metavar="{proto,json}"),
     Option("--compression", "DRAIN_COMPRESSION", "delivery compression, --api drains only",
            "gzip with --api drains", commands=REGISTER, metavar="{gzip,none}"),
     Option("--secret-file", "DRAIN_SECRET_FILE", "where the receiver reads its secrets; the new "
            "secret goes first, older ones stay below it",
            "~/.config/vercel-drain-receiver/drain-secret", commands=REGISTER, metavar="PATH"),
     Option("--verify-file", VERIFY_FILE_ENV, "where the receiver reads its x-vercel-verify code",
-           f"{VERIFY_FILE_NAME} beside the secret file", commands=REGISTER, metavar="PATH"),
+           f"{VERIFY_FILE_NAME} beside the secret file", commands=("register",), metavar="PATH"),
     Option("--replace", "DRAIN_REPLACE", "if a drain already points at --url, create a new one "
-           "with a new secret, then delete the old one", "false", "flag", REGISTER),
+           "with a new secret, then delete the old one", "false", "flag", ("register",)),
     Option("--dry-run", "DRAIN_DRY_RUN", "show the requests that would change something, with "
-           "the secret masked, and change nothing", "false", "flag", ("register", "remove")),
+           "the secret masked, and change nothing; it still needs the token and the network, as "
+           "it reads the drain list to know what exists", "false", "flag", ("register", "remove")),
     Option("--json", "DRAIN_JSON", "print the API's objects as JSON (secrets removed)", "false",
            "flag"),
 )
@@ -144,9 +156,13 @@ def build_parser(command: str) -> Parser:
     prog = PROG if command == "register" else f"{PROG} {command}"
     parser = Parser(
         prog=prog,
+        usage=f"{PROG} [options] | {PROG} list [options] | {PROG} remove ID [options] | "
+        f"{PROG} test [options]",
         description=__doc__.split("\n\n")[0] if command == "register" else {
             "list": "Show the drains that point at this receiver's URL.",
             "remove": "Delete a drain that points at this receiver's URL (see `list`).",
+            "test": "Ask Vercel to deliver a test to the receiver's URL (POST /v1/drains/test) "
+                    "with the secret file's first secret, and print Vercel's verdict.",
         }[command],
         epilog=f"The token is read from {TOKEN_ENV}. Commands: {PROG} [options] | "
         f"{PROG} list [options] | {PROG} remove ID [options]. "
@@ -212,6 +228,7 @@ class Settings:
     dry_run: bool = False
     drain_id: str | None = None
     spec: DrainSpec | None = None
+    schemas: tuple[str, ...] = LOG_SCHEMAS
     secret_file: Path = field(default_factory=Path)
     verify_file: Path = field(default_factory=Path)
     replace: bool = False
@@ -221,7 +238,7 @@ class Settings:
 OPTION_OF_FIELD = {
     "name": "--name", "url": "--url", "format": "--format", "sources": "--source",
     "environments": "--environment", "projectIds": "--project-id", "headers": "--header",
-    "compression": "--compression",
+    "compression": "--compression", "schema": "--schema", "trace_encoding": "--trace-encoding",
 }
 
 
@@ -230,7 +247,7 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "register"
     args = build_parser(command).parse_args(argv)
     value = {o.dest: resolve(o, args, env) for o in OPTIONS if command in o.commands}
-    api = choice("--api", given_or(value["api"], Api.INTEGRATION.value), [a.value for a in Api])
+    api = choice("--api", given_or(value["api"], Api.DRAINS.value), [a.value for a in Api])
     api_url = given_or(value["api_url"], DEFAULT_API_URL)
     try:
         check_url(api_url)
@@ -244,15 +261,30 @@ def parse_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         api_url=api_url,
         token="",
         team=Team(value["team_id"], value["slug"]),
-        url=receiver_url(value["url"], env),
+        url=receiver_url(value["url"], env, required=command != "list"),
         timeout=positive_number("--timeout", given_or(value["timeout"], "10")),
         json_output=value["json"],
         dry_run=value.get("dry_run", False),
         drain_id=getattr(args, "id", None),
+        schemas=drain_types(value["schema"], Api(api)),
     )
-    if command == "register":
+    if command in REGISTER:
         settings = register_settings(settings, value, env)
+    if command == "test" and settings.api is not Api.DRAINS:
+        raise UsageError("test asks the Drains API: run it with --api drains (any token that "
+                         "can list drains with it)")
     return dataclasses.replace(settings, token=read_token(env, settings.api))
+
+
+def drain_types(given: Sequence[str], api: Api) -> tuple[str, ...]:
+    """The types asked for by --schema, each once, in the order given (default: log)."""
+    types = tuple(dict.fromkeys(given)) or LOG_SCHEMAS
+    for schema in types:
+        try:
+            check_spec(api, DrainSpec(name=DEFAULT_NAME, url="https://x", schema=schema))
+        except InvalidInput as error:
+            raise UsageError(f"{named('--schema')} {error}") from None
+    return types
 
 
 def read_token(env: Mapping[str, str], api: Api) -> str:
@@ -279,6 +311,7 @@ def register_settings(base: Settings, value: Mapping[str, Any], env: Mapping[str
         project_ids=tuple(value["project_id"]),
         headers=parse_headers(value["header"]),
         compression=value["compression"],
+        trace_encoding=given_or(value["trace_encoding"], "proto"),
     )
     try:
         check_spec(base.api, spec)
@@ -289,11 +322,11 @@ def register_settings(base: Settings, value: Mapping[str, Any], env: Mapping[str
     secret_file = Path(value["secret_file"]).expanduser() if value["secret_file"] \
         else secret_path_from_env(env)
     # Like verify_path_from_env(), but beside a --secret-file given as a flag too.
-    verify_file = Path(value["verify_file"]).expanduser() if value["verify_file"] \
+    verify_file = Path(value["verify_file"]).expanduser() if value.get("verify_file") \
         else secret_file.with_name(VERIFY_FILE_NAME)
     return dataclasses.replace(
         base, spec=spec, secret_file=secret_file, verify_file=verify_file,
-        replace=value["replace"])
+        replace=value.get("replace", False))
 
 
 def given_or(value: str | None, default: str) -> str:
@@ -334,13 +367,15 @@ def parse_headers(lines: Sequence[str]) -> dict[str, str]:
     return headers
 
 
-def receiver_url(given: str | None, env: Mapping[str, str]) -> str:
-    """`--url`/`DRAIN_URL`, else the address a hosting platform publishes."""
+def receiver_url(given: str | None, env: Mapping[str, str], *, required: bool = True) -> str:
+    """`--url`/`DRAIN_URL`, else the address a hosting platform publishes ("" for `list`)."""
     if given is not None:
         return given
     for variable, template in PLATFORM_URLS:
         if env.get(variable, "").strip():
             return template.format(env[variable].strip())
+    if not required:
+        return ""
     raise UsageError(
         "the receiver's public URL is unknown: pass --url https://... or set DRAIN_URL "
         "(on Render, Railway and Fly.io it is found by itself)")
@@ -374,8 +409,11 @@ def describe(drain: Drain) -> str:
         f"  id:           {drain.id}",
         f"  name:         {drain.name}",
         f"  url:          {drain.url}",
+        f"  status:       {drain.state}",
+        f"  types:        {', '.join(drain.schemas) or 'none'}",
         f"  format:       {drain.format}",
         f"  sources:      {', '.join(drain.sources) or 'all'}",
+        *(f"  {line}" for line in drain.covers),
     ]
     if drain.environments:
         lines.append(f"  environments: {', '.join(drain.environments)}")
@@ -394,38 +432,71 @@ def open_client(settings: Settings, out: Output) -> VercelClient:
     )
 
 
-def pointing_here(drains: Sequence[Drain], url: str) -> list[Drain]:
-    return [drain for drain in drains if drain.url and same_url(drain.url, url)]
+def pointing_here(
+    drains: Sequence[Drain], url: str, schemas: Sequence[str] = LOG_SCHEMAS
+) -> list[Drain]:
+    """The drains of the types asked for that deliver to `url`; a drain of another type at the
+    same URL is never taken for ours (nor reused, nor deleted)."""
+    return [drain for drain in drains if drain.url and same_url(drain.url, url)
+            and any(schema in drain.schemas for schema in schemas)]
 
 
 def run_register(settings: Settings, out: Output) -> int:
+    """Create a drain for each type asked for that has none at its URL (all of them with
+    --replace, then delete the old ones), every new drain with the same new secret."""
     assert settings.spec is not None
     with open_client(settings, out) as client:
-        existing = pointing_here(client.list_drains(), settings.url)
-        if existing and not settings.replace:
-            return report_existing(settings, existing, out)
+        drains = client.list_drains()
+        existing = {schema: pointing_here(drains, delivery_url(settings.url, schema), (schema,))
+                    for schema in settings.schemas}
+        old = [drain for schema in settings.schemas for drain in existing[schema]]
+        if settings.replace:
+            missing = list(settings.schemas)
+        else:
+            dead = [d for s in settings.schemas for d in existing[s]
+                    if not any(other.healthy for other in existing[s])]
+            if dead:
+                return report_unhealthy(settings, dead, out)
+            missing = [schema for schema in settings.schemas if not existing[schema]]
+            if old:
+                report_existing(settings, old, out, more_to_create=bool(missing))
+            if not missing:
+                return 0
         if settings.dry_run:
-            return show_plan(settings, client, existing, out)
+            return show_plan(settings, client, missing, old if settings.replace else [], out)
         secret = new_secret()
+        existed = settings.secret_file.exists()
         older = write_new_secret(settings.secret_file, secret)
+        created: list[Drain] = []
         try:
             store_verification_code(client, settings.verify_file, out)
-            created = create(client, settings, secret)
+            for schema in missing:
+                created.append(create(client, settings, secret, schema))
+                report_created(settings, created[-1], schema, older, out)
         except (UsageError, ApiError) as error:
-            if not (isinstance(error, ApiError) and error.maybe_done):
-                take_back_secret(settings.secret_file, secret, older)
+            if not created and not (isinstance(error, ApiError) and error.maybe_done):
+                take_back_secret(settings.secret_file, secret, older, existed)
+            if created:
+                raise ApiError(f"{error} Created before that: "
+                               f"{', '.join(d.id for d in created)}; run again to create the "
+                               "rest (existing types are kept)") from None
             raise
-        report_created(settings, created, older, out)
-        return delete_replaced(client, existing, created, out)
+        return delete_replaced(client, old if settings.replace else [], created, out)
 
 
-def report_existing(settings: Settings, existing: Sequence[Drain], out: Output) -> int:
-    drain = existing[0]
+def report_existing(
+    settings: Settings, existing: Sequence[Drain], out: Output, *, more_to_create: bool = False
+) -> int:
+    healthy = [drain for drain in existing if drain.healthy]
+    if not healthy:
+        return report_unhealthy(settings, existing, out)
+    drain = healthy[0]
     if settings.json_output:
         out.json(drain.raw)
     else:
-        out.result(f"A drain already points at {settings.url}; nothing was created.\n"
-                   f"{describe(drain)}")
+        nothing = "creating the other types asked for" if more_to_create \
+            else "nothing was created"
+        out.result(f"A drain already points at {drain.url}; {nothing}.\n{describe(drain)}")
     more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
     out.note(f"Drain {drain.id}{more} is registered. Run again with --replace to rotate it: a new "
              "drain with a new secret is created first, then the old one is deleted.")
@@ -435,18 +506,34 @@ def report_existing(settings: Settings, existing: Sequence[Drain], out: Output) 
     return 0
 
 
+def report_unhealthy(settings: Settings, existing: Sequence[Drain], out: Output) -> int:
+    """Only disabled or errored drains point here: nothing is delivered, so this is no success."""
+    if settings.json_output:
+        out.json([drain.raw for drain in existing])
+    else:
+        out.result("\n\n".join(describe(drain) for drain in existing))
+    states = ", ".join(f"{drain.id} is {drain.state}" for drain in existing)
+    errored = "; errored usually means the receiver answered non-2xx: check its log" \
+        if any(drain.status == "errored" for drain in existing) else ""
+    raise ApiError(f"a drain points at {settings.url} but Vercel delivers nothing to it ({states})"
+                   f"; run again with --replace to create a fresh one{errored}")
+
+
 def show_plan(
-    settings: Settings, client: VercelClient, existing: Sequence[Drain], out: Output
+    settings: Settings, client: VercelClient, schemas: Sequence[str],
+    existing: Sequence[Drain], out: Output,
 ) -> int:
     """--dry-run: what would be sent, secret masked; the drain list was only read."""
     assert settings.spec is not None
-    body = masked(create_body(settings.api, settings.spec, new_secret()))
+    secret = new_secret()
     requests: list[dict[str, Any]] = [
         {"then": f"write a new secret first in {settings.secret_file} (mode 0600), keeping "
                  f"{len(read_secrets(settings.secret_file))} secret(s) already there"},
         {"method": "GET", "url": client.url(VERIFY_PATH),
          "then": f"write the code to {settings.verify_file}"},
-        {"method": "POST", "url": client.url(PATHS[settings.api].create), "body": body},
+        *({"method": "POST", "url": client.url(PATHS[settings.api].create),
+           "body": masked(create_body(settings.api, spec_for(settings, schema), secret))}
+          for schema in schemas),
         *({"method": "DELETE", "url": client.url(PATHS[settings.api].delete.format(id=d.id))}
           for d in existing),
     ]
@@ -491,16 +578,25 @@ def write_new_secret(path: Path, secret: str) -> list[str]:
     return older
 
 
-def take_back_secret(path: Path, secret: str, older: list[str]) -> None:
-    """Undo `write_new_secret` when no drain can have been created with `secret`."""
-    if read_secrets(path)[:1] == [secret]:
+def take_back_secret(path: Path, secret: str, older: list[str], existed: bool) -> None:
+    """Undo `write_new_secret` when no drain can have been created with `secret`: a file this
+    run made is removed, not left empty."""
+    if read_secrets(path)[:1] != [secret]:
+        return
+    if existed or older:
         write_secrets(path, older)
+    else:
+        path.unlink(missing_ok=True)
 
 
-def create(client: VercelClient, settings: Settings, secret: str) -> Drain:
+def spec_for(settings: Settings, schema: str) -> DrainSpec:
     assert settings.spec is not None
+    return dataclasses.replace(settings.spec, schema=schema)
+
+
+def create(client: VercelClient, settings: Settings, secret: str, schema: str) -> Drain:
     try:
-        return client.create_drain(create_body(settings.api, settings.spec, secret))
+        return client.create_drain(create_body(settings.api, spec_for(settings, schema), secret))
     except ApiError as error:
         if not error.maybe_done:
             raise
@@ -509,17 +605,20 @@ def create(client: VercelClient, settings: Settings, secret: str) -> Drain:
                        maybe_done=True) from None
 
 
-def report_created(settings: Settings, drain: Drain, older: list[str], out: Output) -> None:
+def report_created(
+    settings: Settings, drain: Drain, schema: str, older: list[str], out: Output
+) -> None:
     if settings.json_output:
         out.json(drain.raw)
     else:
-        out.result(f"Registered log drain {drain.id} (--api {settings.api}).\n{describe(drain)}")
+        out.result(f"Registered {schema} drain {drain.id} (--api {settings.api}).\n"
+                   f"{describe(drain)}")
     kept = f"; the {len(older)} older secret(s) stay below it" if older else ""
     out.note(f"Its secret is the first line of {settings.secret_file}{kept}.")
 
 
 def delete_replaced(
-    client: VercelClient, existing: Sequence[Drain], created: Drain, out: Output
+    client: VercelClient, existing: Sequence[Drain], created: Sequence[Drain], out: Output
 ) -> int:
     """--replace: delete the old drains once the new one exists, so delivery never stops."""
     failures: list[tuple[Drain, ApiError]] = []
@@ -535,14 +634,20 @@ def delete_replaced(
         ids = ", ".join(drain.id for drain, _ in failures)
         how = f"python {PROG} remove {failures[0][0].id}" if len(failures) == 1 \
             else f"python {PROG} remove ID, for each"
-        raise ApiError(f"the new drain {created.id} is in place, but the old drain(s) {ids} could "
+        new = f"drain {created[0].id} is" if len(created) == 1 \
+            else f"drains {', '.join(d.id for d in created)} are"
+        raise ApiError(f"the new {new} in place, but the old drain(s) {ids} could "
                        f"not be deleted ({failures[0][1]}); delete with: {how}")
     return 0
 
 
 def run_list(settings: Settings, out: Output) -> int:
     with open_client(settings, out) as client:
-        drains = pointing_here(client.list_drains(), settings.url)
+        every = client.list_drains()
+    if not settings.url:
+        return list_every(settings, every, out)
+    drains = [drain for schema in settings.schemas
+              for drain in pointing_here(every, delivery_url(settings.url, schema), (schema,))]
     if settings.json_output:
         out.json([drain.raw for drain in drains])
         return 0
@@ -550,6 +655,20 @@ def run_list(settings: Settings, out: Output) -> int:
         out.result(f"No drain (--api {settings.api}) points at {settings.url}.")
         return 0
     out.result(f"{len(drains)} drain(s) (--api {settings.api}) point at {settings.url}:")
+    out.result("\n\n".join(describe(drain) for drain in drains))
+    return 0
+
+
+def list_every(settings: Settings, drains: Sequence[Drain], out: Output) -> int:
+    """`list` without a URL: every drain the token sees, of every type."""
+    if settings.json_output:
+        out.json([drain.raw for drain in drains])
+        return 0
+    if not drains:
+        out.result(f"This token sees no drain (--api {settings.api}).")
+        return 0
+    out.result(f"{len(drains)} drain(s) (--api {settings.api}); pass --url to see only this "
+               "receiver's:")
     out.result("\n\n".join(describe(drain) for drain in drains))
     return 0
 
@@ -562,7 +681,15 @@ def run_remove(settings: Settings, out: Output) -> int:
         if drain is None:
             raise ApiError(f"no drain {settings.drain_id} (--api {settings.api}) was found; "
                            f"`python {PROG} list` shows the drains that point at {settings.url}")
-        if not same_url(drain.url, settings.url):
+        if drain not in pointing_here([drain], drain.url, settings.schemas):
+            raise ApiError(f"drain {drain.id} carries {', '.join(drain.schemas) or 'no type'}, "
+                           f"not {', '.join(settings.schemas)}; pass --schema with its type to "
+                           "remove it")
+        if not settings.url:
+            raise UsageError("remove needs the receiver's public URL: pass --url https://... or "
+                             "set DRAIN_URL")
+        if not any(same_url(drain.url, delivery_url(settings.url, schema))
+                   for schema in settings.schemas):
             anyway = f"; to remove it anyway, pass --url {drain.url}" if drain.url else ""
             raise ApiError(f"drain {drain.id} points at {drain.url or 'no http URL'}, not at "
                            f"{settings.url}{anyway}")
@@ -578,7 +705,29 @@ def run_remove(settings: Settings, out: Output) -> int:
     return 0
 
 
-RUNNERS = {"register": run_register, "list": run_list, "remove": run_remove}
+def run_test(settings: Settings, out: Output) -> int:
+    """Vercel's own test delivery to the receiver, for each type asked for."""
+    secrets = read_secrets(settings.secret_file)
+    if not secrets:
+        raise UsageError(f"{settings.secret_file} holds no secret to sign the test with: run "
+                         f"`python {PROG}` first (or pass --secret-file)")
+    failed = 0
+    with open_client(settings, out) as client:
+        for schema in settings.schemas:
+            target = delivery_url(settings.url, schema)
+            verdict = client.test_drain(test_body(spec_for(settings, schema), secrets[0]))
+            if verdict:
+                failed += 1
+                out.result(f"Vercel's test {schema} delivery to {target} failed ({verdict}); "
+                           "check the receiver's log, its secret file and the proxy in front")
+            else:
+                out.result(f"Vercel's test {schema} delivery to {target} went through.")
+    if failed:
+        raise ApiError(f"{failed} of {len(settings.schemas)} test deliveries failed (see above)")
+    return 0
+
+
+RUNNERS = {"register": run_register, "list": run_list, "remove": run_remove, "test": run_test}
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Everything `register.py` knows about Vercel's REST API, in one place.
 
-Two APIs can register a drain (see `../shared/PROTOCOL.md`, section 5):
+Two APIs can register a drain (shapes: `@vercel/sdk`, checked by tests/vercel_sdk_schemas):
 
 - `integration`: the deprecated Integration Log Drains API (`/v2/integrations/log-drains`). It
   accepts only an integration's OAuth2 access token; any other token type gets `400`.
@@ -30,6 +30,7 @@ import httpx
 
 DEFAULT_API_URL = "https://api.vercel.com"
 VERIFY_PATH = "/v1/verify-endpoint"
+DRAINS_TEST_PATH = "/v1/drains/test"
 TOKEN_HELP = "README.md, section \"Register the drain\""
 
 
@@ -48,7 +49,7 @@ class Paths:
 
 
 PATHS: dict[Api, Paths] = {
-    # The integration API deletes through v1, not v2 (PROTOCOL.md section 5).
+    # The integration API deletes through v1, not v2 (@vercel/sdk deleteIntegrationLogDrain).
     Api.INTEGRATION: Paths(
         "/v2/integrations/log-drains", "/v2/integrations/log-drains",
         "/v1/integrations/log-drains/{id}",
@@ -56,9 +57,9 @@ PATHS: dict[Api, Paths] = {
     Api.DRAINS: Paths("/v1/drains", "/v1/drains", "/v1/drains/{id}"),
 }
 
-# --- Input constraints (the seed's request schema; the Drains API's enums) -----------------
+# --- Input constraints (the integration API's documented patterns; the Drains API's enums) --
 
-# The seed's patterns are `^[A-z0-9_ -]+$` and `^[a-zA-z0-9_]+$`. `A-z` also spans
+# The integration API documents the patterns `^[A-z0-9_ -]+$` and `^[a-zA-z0-9_]+$`. `A-z` also spans
 # ``[\]^_` ``, which is almost certainly a typo; we accept the strict subset, which the API
 # accepts too.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_ -]+")
@@ -74,6 +75,11 @@ SOURCES: dict[Api, tuple[str, ...]] = {
     Api.INTEGRATION: ("static", "lambda", "build", "edge", "external", "firewall"),
     Api.DRAINS: ("static", "lambda", "build", "edge", "external", "firewall", "redirect"),
 }
+TRACE_ENCODINGS = ("proto", "json")
+TRACES_PATH = "/v1/traces"
+# The version each type's `schemas` entry asks for (analytics records are `vercel.analytics.v2`).
+SCHEMA_VERSIONS = {"log": "v1", "trace": "v1", "speed_insights": "v1", "analytics": "v2",
+                   "audit_log": "v1"}
 DEFAULT_COMPRESSION: dict[Api, str | None] = {Api.INTEGRATION: None, Api.DRAINS: "gzip"}
 
 
@@ -89,6 +95,8 @@ class DrainSpec:
     project_ids: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     compression: str | None = None
+    schema: str = "log"
+    trace_encoding: str = "proto"
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,13 @@ def check_url(url: str) -> None:
 
 def check_spec(api: Api, spec: DrainSpec) -> None:
     """Raise `InvalidInput` for the first value the chosen API's schema would refuse."""
+    if spec.schema not in DRAIN_TYPES:
+        raise InvalidInput("schema", f"{spec.schema!r} is not a drain type; {_one_of(DRAIN_TYPES)}")
+    if spec.schema != "log" and api is not Api.DRAINS:
+        raise InvalidInput("schema", f"{spec.schema!r} drains need --api drains")
+    if spec.trace_encoding not in TRACE_ENCODINGS:
+        raise InvalidInput("trace_encoding", f"{spec.trace_encoding!r} is not allowed; "
+                           f"{_one_of(TRACE_ENCODINGS)}")
     if not spec.name or len(spec.name) > NAME_MAX_LENGTH or not NAME_PATTERN.fullmatch(spec.name):
         raise InvalidInput(
             "name", f"{spec.name!r} must be 1-{NAME_MAX_LENGTH} characters of "
@@ -175,24 +190,46 @@ def _integration_body(spec: DrainSpec, secret: str) -> dict[str, Any]:
     return body
 
 
+def test_body(spec: DrainSpec, secret: str) -> dict[str, Any]:
+    """The `POST /v1/drains/test` body: the delivery `spec` would get, and its type."""
+    check_secret(secret)
+    body = _drains_body(spec, secret)
+    return {"schemas": body["schemas"], "delivery": body["delivery"]}
+
+
+def delivery_url(url: str, schema: str) -> str:
+    """Where Vercel delivers a drain of type `schema`: traces go to the OTLP path."""
+    return url.rstrip("/") + TRACES_PATH if schema == "trace" else url
+
+
 def _drains_body(spec: DrainSpec, secret: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": spec.name,
-        "projects": "some" if spec.project_ids else "all",
-        "schemas": {"log": {"version": "v1"}},
-        "delivery": {
+    if spec.schema == "trace":
+        delivery: dict[str, Any] = {
+            "type": "otlphttp",
+            "endpoint": {"traces": delivery_url(spec.url, "trace")},
+            "encoding": spec.trace_encoding,
+            "headers": dict(spec.headers),
+            "secret": secret,
+        }
+    else:
+        delivery = {
             "type": "http",
             "endpoint": spec.url,
             "encoding": spec.format,
             "compression": spec.compression or DEFAULT_COMPRESSION[Api.DRAINS],
             "headers": dict(spec.headers),
             "secret": secret,
-        },
+        }
+    body: dict[str, Any] = {
+        "name": spec.name,
+        "projects": "some" if spec.project_ids else "all",
+        "schemas": {spec.schema: {"version": SCHEMA_VERSIONS[spec.schema]}},
+        "delivery": delivery,
     }
     if spec.project_ids:
         body["projectIds"] = list(spec.project_ids)
     basic: dict[str, Any] = {"type": "basic"}
-    if spec.sources:
+    if spec.sources and spec.schema == "log":
         basic["log"] = {"sources": list(spec.sources)}
     if spec.environments:
         basic["deployment"] = {"environments": list(spec.environments)}
@@ -204,9 +241,19 @@ def _drains_body(spec: DrainSpec, secret: str) -> dict[str, Any]:
 # --- Responses ----------------------------------------------------------------------------
 
 
+# What each drain type is called in `schemas`, as on the wire (the SDK's TypeScript types say
+# `speedInsights` and `auditLog`; requests and answers carry the snake_case keys).
+DRAIN_TYPES = ("log", "trace", "speed_insights", "analytics", "audit_log")
+HEALTHY = "enabled"
+
+
 @dataclass(frozen=True)
 class Drain:
-    """The fields of a drain a person wants to see, read from either API's object."""
+    """The fields of a drain a person wants to see, read from either API's object.
+
+    `status` is `enabled`, `disabled` or `errored` (the integration API reports none: "");
+    `covers` is what the drain delivers, one line each (projects, filter, sampling, headers).
+    """
 
     id: str
     name: str
@@ -216,6 +263,27 @@ class Drain:
     environments: tuple[str, ...]
     compression: str | None
     raw: Mapping[str, Any]
+    schemas: tuple[str, ...] = ("log",)
+    status: str = ""
+    disabled_reason: str = ""
+    covers: tuple[str, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return self.status in ("", HEALTHY)
+
+    @property
+    def state(self) -> str:
+        """`enabled`, or `disabled (reason)` / `errored (since ...)` for a person to read."""
+        if not self.status:
+            return "unknown (this API does not report it)"
+        if self.disabled_reason:
+            return f"{self.status} ({self.disabled_reason})"
+        first_error = self.raw.get("firstErrorTimestamp")
+        if self.status == "errored" and isinstance(first_error, int | float):
+            since = datetime.fromtimestamp(first_error / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            return f"errored (since {since})"
+        return self.status
 
 
 def read_drain(api: Api, obj: Any) -> Drain:
@@ -225,13 +293,23 @@ def read_drain(api: Api, obj: Any) -> Drain:
     if api is Api.INTEGRATION:
         url, fmt, compression = obj.get("url"), obj.get("deliveryFormat"), None
         sources, environments = obj.get("sources"), obj.get("environments")
+        schemas: tuple[str, ...] = ("log",)
+        status, reason = "", ""
+        covers = _integration_covers(obj)
     else:
         delivery = obj.get("delivery") if isinstance(obj.get("delivery"), dict) else {}
         url, fmt = delivery.get("endpoint"), delivery.get("encoding")
+        if isinstance(url, dict):
+            url = url.get("traces")
         compression = delivery.get("compression")
         basic = _basic_filter(obj)
         sources = (basic.get("log") or {}).get("sources")
         environments = (basic.get("deployment") or {}).get("environments")
+        raw_schemas = obj.get("schemas")
+        schemas = tuple(raw_schemas) if isinstance(raw_schemas, dict) else ()
+        status = obj.get("status") if isinstance(obj.get("status"), str) else ""
+        reason = obj.get("disabledReason") if isinstance(obj.get("disabledReason"), str) else ""
+        covers = _drain_covers(obj)
     return Drain(
         id=obj["id"],
         name=str(obj.get("name", "")),
@@ -241,7 +319,55 @@ def read_drain(api: Api, obj: Any) -> Drain:
         environments=_strings(environments),
         compression=compression if isinstance(compression, str) else None,
         raw=obj,
+        schemas=schemas,
+        status=status or "",
+        disabled_reason=reason or "",
+        covers=covers,
     )
+
+
+def _drain_covers(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    lines = []
+    access = obj.get("projectAccess") if isinstance(obj.get("projectAccess"), dict) else {}
+    ids = _strings(access.get("projectIds") or obj.get("projectIds"))
+    if access.get("access") == "some" or ids:
+        lines.append(f"projects:     {', '.join(ids) or 'none'}")
+    else:
+        lines.append("projects:     all")
+    text = _odata_filter(obj)
+    if text is not None:
+        lines.append(f"filter:       {text}")
+    sampling = obj.get("sampling")
+    if isinstance(sampling, list) and sampling:
+        rules = []
+        for rule in sampling:
+            if isinstance(rule, dict):
+                where = " ".join(str(rule[k]) for k in ("env", "requestPath") if rule.get(k))
+                rules.append(f"{rule.get('rate')}" + (f" of {where}" if where else ""))
+        lines.append(f"sampling:     {'; '.join(rules)}")
+    return tuple(lines)
+
+
+def _integration_covers(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    ids = _strings(obj.get("projectIds"))
+    lines = [f"projects:     {', '.join(ids) or 'all'}"]
+    if isinstance(obj.get("samplingRate"), int | float):
+        lines.append(f"sampling:     {obj['samplingRate']}")
+    headers = obj.get("headers")
+    if isinstance(headers, dict) and headers:
+        lines.append(f"headers:      {', '.join(sorted(map(str, headers)))} (values not shown)")
+    return tuple(lines)
+
+
+def _odata_filter(obj: Mapping[str, Any]) -> str | None:
+    """The text of an odata filter, as is; None for a basic filter or none."""
+    for key in ("filterV2", "filter"):
+        value = obj.get(key)
+        if isinstance(value, dict) and isinstance(value.get("filter"), dict):
+            inner = value["filter"]
+            if inner.get("type") == "odata":
+                return str(inner.get("text", ""))
+    return None
 
 
 def _basic_filter(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -406,6 +532,17 @@ class VercelClient:
     def delete_drain(self, drain_id: str) -> None:
         self._call("DELETE", PATHS[self.api].delete.format(id=drain_id), expect_json=False)
 
+    def test_drain(self, body: Mapping[str, Any]) -> str:
+        """Ask Vercel to deliver a test to `body`'s delivery; "" when it went through, else
+        Vercel's verdict (the endpoint's status and error) in one line."""
+        payload = self._call("POST", DRAINS_TEST_PATH, body)
+        if not isinstance(payload, dict):
+            raise ApiError(f"POST {DRAINS_TEST_PATH}: Vercel answered with something that is not "
+                           "an object; check --api-url")
+        if not payload.get("error") and not payload.get("status"):
+            return ""
+        return _one_line(f"{payload.get('status', '')}: {payload.get('error', '')}")[:300]
+
     def verification_code(self) -> str:
         payload = self._call("GET", VERIFY_PATH)
         try:
@@ -486,13 +623,24 @@ class VercelClient:
         code, message = error_details(response)
         said = f" ({code}: {message})" if code or message else ""
         where = f"{method} {path}: Vercel answered {status}{said}"
-        if status == 400 and self.api is Api.INTEGRATION:
+        if status == 400 and self.api is Api.INTEGRATION and _blames_token(code, message):
             return (
                 f"{where}. The integration API (--api integration) needs an integration's OAuth2 "
                 "access token, which this token is not. With a personal or team access token, "
                 f"rerun with --api drains; how to get either token: {TOKEN_HELP}")
+        if status == 400 and message:
+            return f"{where}. Vercel refused the request as invalid; check the options you " \
+                "passed for the field it names (see --help)"
         if status == 400:
             return f"{where}. Check the options you passed (see --help)"
+        if status == 402:
+            return (
+                f"{where}. Drains need a Pro or Enterprise plan: upgrade the team "
+                "(https://vercel.com/pricing) or pass --team-id/--slug of a team that has one")
+        if status == 410:
+            other = " rerun with --api drains" if self.api is Api.INTEGRATION \
+                else " update register.py"
+            return f"{where}. Vercel has retired this endpoint;{other}"
         if status == 401:
             return (
                 f"{where}. VERCEL_TOKEN was not accepted: it is wrong, expired or revoked; "
@@ -515,6 +663,13 @@ class VercelClient:
                 f"{where} ({tries}): a problem on Vercel's side; try again later "
                 "(https://www.vercel-status.com)")
         return f"{where}; check the options you passed (see --help)"
+
+
+def _blames_token(code: str, message: str) -> bool:
+    """The integration API's 400 for a token that is not an integration's, or one that says
+    nothing; a 400 that names a field (`url should match format uri`) is about the input."""
+    said = f"{code} {message}".lower()
+    return not message or any(word in said for word in ("token", "oauth", "client"))
 
 
 def error_details(response: httpx.Response) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """A fake Vercel REST API for the register.py tests: a real HTTP server on a loopback port.
 
-It knows the endpoints register.py uses (PROTOCOL.md section 5), validates create bodies
-against the seed's request schema (integration API) and the Drains API's shape, records every
+It knows the endpoints register.py uses, checks every request body and every answer against
+the JSON Schemas derived from @vercel/sdk (tests/vercel_sdk_schemas), records every
 request, and can be told to fail the next matching requests in any way the real API can:
 an error status with Vercel's error body, `429` with `Retry-After`, a body that is not JSON,
 a dropped connection, or a slow answer.
@@ -9,6 +9,10 @@ a dropped connection, or a slow answer.
 
 from __future__ import annotations
 
+import functools
+import gzip
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -26,6 +30,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+import jsonschema
+
 from tests.support import REPO_ROOT
 
 INTEGRATION_TOKEN = "oauth2-integration-token-0123456789"
@@ -34,8 +41,9 @@ TEAM_ID = "team_fake123"
 TEAM_SLUG = "fake-team"
 OWNER_ID = "kr1PsOIzqEL5Xg6M4VZcZosf"
 
-# The seed's request schema (../shared/seed/create-integration-log-drain.md), verbatim except
-# `additionalProperties: false`, so register.py sending an undocumented field fails a test.
+# The integration API's create body as its documentation describes it, with the name, secret and
+# project id patterns the SDK's schema leaves out; `additionalProperties: false`, so register.py
+# sending an undocumented field fails a test. The SDK's own schema is checked as well.
 INTEGRATION_CREATE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "url"],
@@ -62,74 +70,40 @@ INTEGRATION_CREATE_SCHEMA: dict[str, Any] = {
     },
 }
 
-DRAIN_SOURCES = ["build", "edge", "lambda", "static", "external", "firewall", "redirect"]
-ENVIRONMENTS = ["production", "preview"]
+# What the fake delivers for `POST /v1/drains/test`: a log record as Vercel's reference shows one.
+TEST_RECORD = {"id": "test-delivery-1", "deploymentId": "dpl_test", "source": "lambda",
+               "host": "test.vercel.app", "timestamp": 1700000000000, "projectId": "prj_test",
+               "level": "info", "message": "test delivery from the fake Vercel API"}
 
-# `POST /v1/drains` for an HTTP log drain (PROTOCOL.md section 5; @vercel/sdk CreateDrainRequest).
-DRAINS_CREATE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["name", "projects", "schemas", "delivery"],
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string", "minLength": 1},
-        "projects": {"enum": ["some", "all"]},
-        "projectIds": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-        "schemas": {
-            "type": "object",
-            "required": ["log"],
-            "additionalProperties": False,
-            "properties": {
-                "log": {
-                    "type": "object", "required": ["version"], "additionalProperties": False,
-                    "properties": {"version": {"enum": ["v1"]}},
-                },
-            },
-        },
-        "delivery": {
-            "type": "object",
-            "required": ["type", "endpoint", "encoding", "headers"],
-            "additionalProperties": False,
-            "properties": {
-                "type": {"enum": ["http"]},
-                "endpoint": {"type": "string", "format": "uri", "pattern": "^https?://"},
-                "encoding": {"enum": ["json", "ndjson"]},
-                "compression": {"enum": ["gzip", "none"]},
-                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                "secret": {"type": "string", "minLength": 1},
-            },
-        },
-        "filter": {
-            "type": "object",
-            "required": ["version", "filter"],
-            "additionalProperties": False,
-            "properties": {
-                "version": {"enum": ["v2"]},
-                "filter": {
-                    "type": "object",
-                    "required": ["type"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "type": {"enum": ["basic"]},
-                        "log": {
-                            "type": "object", "additionalProperties": False,
-                            "properties": {"sources": {
-                                "type": "array", "minItems": 1,
-                                "items": {"enum": DRAIN_SOURCES},
-                            }},
-                        },
-                        "deployment": {
-                            "type": "object", "additionalProperties": False,
-                            "properties": {"environments": {
-                                "type": "array", "minItems": 1,
-                                "items": {"enum": ENVIRONMENTS},
-                            }},
-                        },
-                    },
-                },
-            },
-        },
-    },
+SDK_SCHEMA_DIR = Path(__file__).with_name("vercel_sdk_schemas")
+SDK_VERSION = (SDK_SCHEMA_DIR / "SDK_VERSION").read_text().strip()
+
+# Which derived @vercel/sdk schema (tests/vercel_sdk_schemas/) every request body and every 2xx
+# answer of a route must match, wire keys as sent.
+SDK_REQUESTS = {
+    "POST /v1/drains": "create-drain.request",
+    "POST /v1/drains/test": "test-drain.request",
+    "POST /v2/integrations/log-drains": "create-log-drain.request",
 }
+SDK_RESPONSES = {
+    "GET /v1/drains": "get-drains.response",
+    "POST /v1/drains": "create-drain.response",
+    "POST /v1/drains/test": "test-drain.response",
+    "GET /v2/integrations/log-drains": "get-integration-log-drains.response",
+    "POST /v2/integrations/log-drains": "create-log-drain.response",
+}
+
+
+@functools.cache
+def sdk_validator(name: str) -> jsonschema.Draft7Validator:
+    schema = json.loads((SDK_SCHEMA_DIR / f"{name}.json").read_text())
+    return jsonschema.Draft7Validator(schema)
+
+
+def sdk_errors(name: str, value: Any) -> list[str]:
+    """Where `value` departs from the SDK's schema `name`; [] when it matches."""
+    return [f"{name} {'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+            for e in sdk_validator(name).iter_errors(value)]
 
 
 def schema_errors(schema: Mapping[str, Any], value: Any, where: str = "$") -> list[str]:
@@ -172,8 +146,9 @@ def schema_errors(schema: Mapping[str, Any], value: Any, where: str = "$") -> li
 
 
 def drains_body_errors(body: Any) -> list[str]:
-    errors = schema_errors(DRAINS_CREATE_SCHEMA, body)
-    if not errors and (body["projects"] == "some") != ("projectIds" in body):
+    """A `POST /v1/drains` body checked against the SDK, and `projectIds` with `projects`."""
+    errors = sdk_errors("create-drain.request", body)
+    if not errors and (body["projects"] == "some") != bool(body.get("projectIds")):
         errors.append("$: projectIds goes with projects 'some', and only with it")
     return errors
 
@@ -240,6 +215,7 @@ class FakeVercel:
             self.verification_code = "verify-code-first"
             self.watch_file: Path | None = None
             self.file_at_create: list[str | None] = []
+            self.test_deliveries: list[tuple[str, int]] = []
 
     # Telling it what to do.
 
@@ -254,12 +230,21 @@ class FakeVercel:
         self.secrets[drain["id"]] = secret
         return drain["id"]
 
-    def add_drain(self, url: str, name: str = "existing", secret: str = "") -> str:
+    def add_drain(
+        self, url: str, name: str = "existing", secret: str = "", *,
+        schemas: Sequence[str] = ("log",), body: Mapping[str, Any] | None = None, **fields: Any,
+    ) -> str:
+        """A drain made elsewhere; `body` adds create-body fields, `fields` answer fields."""
+        if "trace" in schemas:
+            delivery = {"type": "otlphttp", "endpoint": {"traces": url}, "encoding": "proto",
+                        "headers": {}}
+        else:
+            delivery = {"type": "http", "endpoint": url, "encoding": "json",
+                        "compression": "none", "headers": {}}
         drain = self._drain({
-            "name": name, "projects": "all", "schemas": {"log": {"version": "v1"}},
-            "delivery": {"type": "http", "endpoint": url, "encoding": "json",
-                         "compression": "none", "headers": {}},
-        })
+            "name": name, "projects": "all", "schemas": {s: {"version": "v1"} for s in schemas},
+            "delivery": delivery, **(body or {}),
+        }, **fields)
         self.drains.append(drain)
         self.secrets[drain["id"]] = secret
         return drain["id"]
@@ -276,6 +261,20 @@ class FakeVercel:
         return [f"{r.method} {r.path}" for r in self.requests]
 
     # Answering.
+
+    def check_against_sdk(self, request: Recorded, status: int, body: Any) -> None:
+        """Record where a request body or a 2xx answer departs from the SDK's schemas."""
+        route = f"{request.method} {request.path}"
+        errors: list[str] = []
+        if route in SDK_REQUESTS and request.body:
+            try:
+                errors += sdk_errors(SDK_REQUESTS[route], request.json())
+            except ValueError:
+                errors.append(f"{route}: the body is not JSON")
+        if route in SDK_RESPONSES and 200 <= status < 300:
+            errors += [f"answer to {route}: {e}" for e in sdk_errors(SDK_RESPONSES[route], body)]
+        with self._lock:
+            self.validation_errors += errors
 
     def _script_for(self, method: str, path: str) -> Scripted | None:
         with self._lock:
@@ -307,6 +306,8 @@ class FakeVercel:
             return 200, {"drains": self.drains}, {}
         if route == "POST /v1/drains":
             return self._create(request, None, self.drains)
+        if route == "POST /v1/drains/test":
+            return self._test_delivery(request)
         if request.method == "DELETE":
             for prefix, drains in (("/v1/integrations/log-drains/", self.integration_drains),
                                    ("/v1/drains/", self.drains)):
@@ -324,7 +325,7 @@ class FakeVercel:
         errors = schema_errors(schema, body) if schema else drains_body_errors(body)
         if errors:
             self.validation_errors += errors
-            return 400, error_body("bad_request", "; ".join(errors)), {}
+            return 400, error_body("bad_request", "; ".join(errors)[:500]), {}
         if self.watch_file is not None:
             path = self.watch_file
             self.file_at_create.append(path.read_text() if path.exists() else None)
@@ -336,8 +337,38 @@ class FakeVercel:
             return 200, drain, {}
         # The Drains API echoes the delivery, secret included (CreateDrainResponseBody).
         echoed = json.loads(json.dumps(drain))
-        echoed["delivery"]["secret"] = secret
+        if "delivery" in echoed and secret:
+            echoed["delivery"]["secret"] = secret
         return 200, echoed, {}
+
+    def _test_delivery(self, request: Recorded) -> tuple[int, Any, dict[str, str]]:
+        """Deliver one signed sample log record to the body's endpoint, over real HTTP, and
+        answer as Vercel does: `{}` when it took it, else the endpoint, error and status."""
+        try:
+            delivery = request.json()["delivery"]
+        except (ValueError, KeyError, TypeError):
+            return 400, error_body("bad_request", "Invalid request body"), {}
+        endpoint = delivery["endpoint"]
+        if isinstance(endpoint, dict):
+            endpoint = endpoint["traces"]
+        body = json.dumps(TEST_RECORD).encode() + b"\n"
+        if delivery.get("compression") == "gzip":
+            body = gzip.compress(body)
+        headers = {"content-type": "application/x-ndjson", **delivery.get("headers", {}),
+                   "x-vercel-signature": hmac.new(delivery.get("secret", "").encode(), body,
+                                                  hashlib.sha1).hexdigest()}
+        if delivery.get("compression") == "gzip":
+            headers["content-encoding"] = "gzip"
+        try:
+            answer = httpx.post(endpoint, content=body, headers=headers, timeout=5)
+        except httpx.HTTPError as error:
+            return 200, {"endpoint": endpoint, "error": type(error).__name__,
+                         "status": "unreachable"}, {}
+        self.test_deliveries.append((endpoint, answer.status_code))
+        if answer.is_success:
+            return 200, {}, {}
+        return 200, {"endpoint": endpoint, "error": answer.text[:200],
+                     "status": str(answer.status_code)}, {}
 
     def _delete(self, drain_id: str, store: list[dict[str, Any]]) -> tuple[int, Any, dict]:
         for drain in store:
@@ -347,7 +378,7 @@ class FakeVercel:
         return 404, error_body("not_found", f"Log drain {drain_id} not found"), {}
 
     def _integration_drain(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """A seed-shaped 200 answer for `body` (no secret: the seed's response has none)."""
+        """The integration API's 200 answer for `body` (no secret: its answer carries none)."""
         return {
             "id": f"ld_{next(self._ids):04d}fake",
             "name": body["name"],
@@ -366,9 +397,9 @@ class FakeVercel:
                        "integrationConfigurationId": "icfg_fakeconfig"},
         }
 
-    def _drain(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """A `/v1/drains` object for `body`, as listed (the secret is not listed)."""
-        delivery = {k: v for k, v in body["delivery"].items() if k != "secret"}
+    def _drain(self, body: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+        """A `/v1/drains` object for `body`, as listed (the secret is not listed); `fields`
+        add or replace top-level fields (`status`, `disabledReason`, `sampling`...)."""
         drain: dict[str, Any] = {
             "id": f"drn_{next(self._ids):04d}fake",
             "name": body["name"],
@@ -377,16 +408,21 @@ class FakeVercel:
             "createdAt": int(time.time() * 1000),
             "updatedAt": int(time.time() * 1000),
             "status": "enabled",
-            "schemas": {"log": {}},
-            "delivery": delivery,
+            # Answers carry each schema as `{}`, keyed as on the wire (`speed_insights`).
+            "schemas": {name: {} for name in body["schemas"]},
             "source": {"kind": "self-served"},
-            "projectAccess": {"access": body["projects"]},
+            "projectAccess": {"access": body["projects"], "managedBy": "drain"},
         }
-        if "projectIds" in body:
+        if "delivery" in body:
+            drain["delivery"] = {k: v for k, v in body["delivery"].items() if k != "secret"}
+        if body.get("projectIds"):
             drain["projectIds"] = body["projectIds"]
             drain["projectAccess"]["projectIds"] = body["projectIds"]
         if "filter" in body:
             drain["filterV2"] = body["filter"]
+        if "sampling" in body:
+            drain["sampling"] = body["sampling"]
+        drain.update(fields)
         return drain
 
 
@@ -417,6 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
         script = self.fake._script_for(request.method, request.path)
         if script is None:
             status, body, headers = self.fake.answer(request)
+            self.fake.check_against_sdk(request, status, body)
             self._send(status, body, headers)
         elif script.action == "drop":
             self.close_connection = True

@@ -1,4 +1,4 @@
-"""register.py with the integration API (issue 3), run as a subprocess against a fake Vercel API."""
+"""register.py with `--api integration` (issue 3), run as a subprocess against a fake Vercel API."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def register(
     env.pop("NO_URL", None)
     base: dict[str, str | None] = {
         "VERCEL_API_URL": api.url, "VERCEL_TOKEN": token, "DRAIN_SECRET_FILE": str(secret_file),
+        "DRAIN_API": "integration",  # this module tests the integration API; drains: the default
     }
     argv = list(args) if url_given or "--url" in args or "--help" in args else [*args, "--url", URL]
     run = run_register(argv, home=secret_file.parent.parent / "home", env={**base, **env})
@@ -81,7 +82,7 @@ def test_help_shows_every_option_with_its_variable_and_default(
     ]:
         assert flag in text and f"env {variable}" in text, flag
     for default in ["(default: https://api.vercel.com)", "(default: ndjson)",
-                    "(default: vercel-drain-receiver)", "(default: integration)",
+                    "(default: vercel-drain-receiver)", "(default: drains)",
                     "(default: ~/.config/vercel-drain-receiver/drain-secret)"]:
         assert default in text
     assert "VERCEL_TOKEN" in text and "RENDER_EXTERNAL_URL" in text

@@ -16,6 +16,7 @@ from tests.fake_vercel import (
     INTEGRATION_CREATE_SCHEMA,
     INTEGRATION_TOKEN,
     PERSONAL_TOKEN,
+    SDK_VERSION,
     TEAM_ID,
     TEAM_SLUG,
     FakeVercel,
@@ -23,6 +24,7 @@ from tests.fake_vercel import (
     drains_body_errors,
     run_register,
     schema_errors,
+    sdk_errors,
 )
 from tests.support import running_receiver, sign
 
@@ -41,8 +43,8 @@ def register(
     argv = list(args)
     if "--url" not in argv:
         argv += ["--url", URL]
-    if drains and "--api" not in argv:
-        argv += ["--api", "drains"]
+    if "--api" not in argv and "DRAIN_API" not in env:
+        argv += ["--api", "drains" if drains else "integration"]
     run = run_register(argv, home=secret_file.parent.parent / "home", env={
         "VERCEL_API_URL": api.url, "VERCEL_TOKEN": token, "DRAIN_SECRET_FILE": str(secret_file),
         **env,
@@ -63,8 +65,17 @@ def test_the_fake_refuses_bodies_outside_the_schemas() -> None:
     good = {"name": "n", "projects": "all", "schemas": {"log": {"version": "v1"}},
             "delivery": {"type": "http", "endpoint": URL, "encoding": "ndjson", "headers": {}}}
     assert drains_body_errors(good) == []
-    for broken in [
+    # Bodies the SDK accepts, so the fake must too (issue 11 item 7).
+    for accepted in [
         {k: v for k, v in good.items() if k != "delivery"},
+        {**good, "schemas": {"speed_insights": {"version": "v1"}}},
+        {**good, "sampling": [{"type": "head_sampling", "rate": 0.5, "env": "production"}]},
+        {**good, "source": {"kind": "self-served"}, "transforms": [{"id": "t1"}]},
+        {**good, "filter": {"version": "v2", "filter": {"type": "odata",
+                                                        "text": "level eq 'error'"}}},
+    ]:
+        assert drains_body_errors(accepted) == [], accepted
+    for broken in [
         {**good, "projects": "some"},
         {**good, "delivery": {**good["delivery"], "encoding": "csv"}},
         {**good, "delivery": {**good["delivery"], "compression": "br"}},
@@ -223,7 +234,7 @@ def test_drains_api_errors_are_explained(
     assert read_secrets(secret_file) == []
 
 
-# --- 2. the seed's 400 points at --api drains -----------------------------------------------------
+# --- 2. the integration API's 400 points at --api drains -------------------------------------------------
 
 
 def test_personal_token_on_the_integration_api_is_told_to_use_drains(
@@ -431,3 +442,26 @@ def test_full_loop_receiver_serves_the_code_and_accepts_gzip_deliveries(
     lines = b"".join(p.read_bytes() for p in sorted(data.rglob("*.ndjson")))
     assert all(f'"id": "{n}"'.encode() in lines or f'"id":"{n}"'.encode() in lines
                for n in (1, 2, 3))
+
+
+def test_the_fake_answers_as_the_sdk_describes(api: FakeVercel) -> None:
+    """Every 2xx answer the fake sends is checked against the SDK's schemas (`validation_errors`);
+    here with drains of every shape register.py must read, and a known drift caught."""
+    api.add_drain(URL, status="disabled", disabledReason="account-plan-downgrade",
+                  disabledAt=1700000000000)
+    api.add_drain(URL, schemas=["speed_insights"], status="errored",
+                  firstErrorTimestamp=1700000000000)
+    api.add_drain(URL, schemas=["trace"])
+    api.add_drain(URL, body={"projects": "some", "projectIds": ["prj_a"],
+                             "filter": {"version": "v2", "filter": {"type": "odata",
+                                                                    "text": "level eq 'error'"}},
+                             "sampling": [{"type": "head_sampling", "rate": 0.1}]})
+    answer = httpx.get(f"{api.url}/v1/drains",
+                       headers={"authorization": f"Bearer {PERSONAL_TOKEN}"})
+    assert answer.status_code == 200 and len(answer.json()["drains"]) == 4
+    assert api.validation_errors == []
+    assert "speed_insights" in answer.text and "speedInsights" not in answer.text
+    drifted = json.loads(answer.text)
+    del drifted["drains"][0]["projectAccess"]["managedBy"]
+    assert sdk_errors("get-drains.response", drifted)
+    assert SDK_VERSION.count(".") == 2
