@@ -642,34 +642,30 @@ def delete_replaced(
 
 
 def run_list(settings: Settings, out: Output) -> int:
+    """Every drain the token sees, of every type; those of the types asked for that deliver to
+    the receiver's URL (when one is known) are marked. `--json` with a URL gives only those."""
     with open_client(settings, out) as client:
         every = client.list_drains()
-    if not settings.url:
-        return list_every(settings, every, out)
-    drains = [drain for schema in settings.schemas
-              for drain in pointing_here(every, delivery_url(settings.url, schema), (schema,))]
+    here = {drain.id for schema in settings.schemas
+            for drain in pointing_here(every, delivery_url(settings.url, schema), (schema,))} \
+        if settings.url else set()
     if settings.json_output:
-        out.json([drain.raw for drain in drains])
+        out.json([drain.raw for drain in every if not settings.url or drain.id in here])
         return 0
-    if not drains:
-        out.result(f"No drain (--api {settings.api}) points at {settings.url}.")
-        return 0
-    out.result(f"{len(drains)} drain(s) (--api {settings.api}) point at {settings.url}:")
-    out.result("\n\n".join(describe(drain) for drain in drains))
-    return 0
-
-
-def list_every(settings: Settings, drains: Sequence[Drain], out: Output) -> int:
-    """`list` without a URL: every drain the token sees, of every type."""
-    if settings.json_output:
-        out.json([drain.raw for drain in drains])
-        return 0
-    if not drains:
+    if not every:
         out.result(f"This token sees no drain (--api {settings.api}).")
         return 0
-    out.result(f"{len(drains)} drain(s) (--api {settings.api}); pass --url to see only this "
-               "receiver's:")
-    out.result("\n\n".join(describe(drain) for drain in drains))
+    if not settings.url:
+        heading = f"{len(every)} drain(s) (--api {settings.api}); pass --url to mark this receiver's:"
+    elif here:
+        heading = (f"{len(every)} drain(s) (--api {settings.api}); {len(here)} point at "
+                   f"{settings.url} (marked \"this receiver\"):")
+    else:
+        heading = (f"{len(every)} drain(s) (--api {settings.api}). No drain (--api {settings.api}) "
+                   f"points at {settings.url}.")
+    out.result(heading)
+    out.result("\n\n".join(describe(drain) + ("\n  this receiver: yes" if drain.id in here else "")
+                           for drain in every))
     return 0
 
 

@@ -314,7 +314,7 @@ def test_unwritable_verify_file_stops_before_creating(
 
 
 @pytest.mark.parametrize("drains", [True, False])
-def test_list_shows_only_the_drains_for_this_receiver(
+def test_list_shows_every_drain_and_marks_this_receivers(
     api: FakeVercel, secret_file: Path, drains: bool
 ) -> None:
     add = api.add_drain if drains else api.add_integration_drain
@@ -323,8 +323,11 @@ def test_list_shows_only_the_drains_for_this_receiver(
     token = PERSONAL_TOKEN if drains else INTEGRATION_TOKEN
     run = register(api, secret_file, "list", token=token, drains=drains)
     assert run.returncode == 0, run.stderr
-    assert all(drain_id in run.stdout for drain_id in mine) and other not in run.stdout
-    assert "2 drain(s)" in run.stdout and "first" in run.stdout
+    blocks = {block.split("id:", 1)[1].split()[0]: block for block in run.stdout.split("\n\n")}
+    assert set(blocks) == {*mine, other}
+    assert all("this receiver: yes" in blocks[drain_id] for drain_id in mine)
+    assert "this receiver" not in blocks[other]
+    assert f"3 drain(s) (--api {'drains' if drains else 'integration'}); 2 point at {URL}" in run.stdout
     assert api.calls() == [LIST if drains else "GET /v2/integrations/log-drains"]
     as_json = register(api, secret_file, "list", "--json", token=token, drains=drains)
     assert [d["id"] for d in json.loads(as_json.stdout)] == mine
@@ -334,7 +337,7 @@ def test_list_with_no_drain_says_so(api: FakeVercel, secret_file: Path) -> None:
     api.add_drain(ELSEWHERE)
     run = register(api, secret_file, "list")
     assert run.returncode == 0
-    assert f"No drain (--api drains) points at {URL}" in run.stdout
+    assert f"No drain (--api drains) points at {URL}" in run.stdout and ELSEWHERE in run.stdout
 
 
 @pytest.mark.parametrize("drains", [True, False])
