@@ -1,6 +1,7 @@
 """Deterministic generator of realistic Vercel log-drain records and signed request bodies.
 
-Records follow PROTOCOL.md section 4: every `source`, with and without `proxy`, short lines,
+Records follow the README's "Protocol" section (Records): every `source`, with and without
+`proxy`, short lines,
 embedded JSON in `message`, multi-line stack traces, unicode, and now and then a multi-KB
 message. The same seed always gives the same bytes.
 

@@ -250,7 +250,7 @@ def verified_payload(
 ) -> bytes:
     """The delivery's JSON bytes, once the signature matched the body as sent or as inflated.
 
-    Vercel signs the body as sent (PROTOCOL.md section 2); a signature over the inflated bytes
+    Vercel signs the body as sent (README, "Protocol"); a signature over the inflated bytes
     is only a fallback, and checking it must not let an unsigned client make the receiver work
     harder than a real delivery of that size would. So the fallback hashes the inflated bytes
     a piece at a time without keeping them, and inflates at most `FALLBACK_INFLATION_RATIO`

@@ -1,4 +1,4 @@
-"""What Vercel's log drain protocol says, in one place (see PROTOCOL.md sections 1-3).
+"""What Vercel's log drain protocol says, in one place (the README's "Protocol" section says why).
 
 Pure functions only: no I/O, so every rule here is easy to test on its own.
 """
