@@ -1,9 +1,8 @@
 """Deterministic generator of realistic Vercel log-drain records and signed request bodies.
 
 Records follow the README's "Protocol" section (Records): every `source`, with and without
-`proxy`, short lines,
-embedded JSON in `message`, multi-line stack traces, unicode, and now and then a multi-KB
-message. The same seed always gives the same bytes.
+`proxy`, short lines, embedded JSON in `message`, multi-line stack traces, unicode, and now and
+then a multi-KB message. The same seed always gives the same bytes.
 
 A *body set* is a directory of request bodies plus `index.tsv` (read by `drain.lua`: file,
 content-type, content-encoding, signature) and `manifest.json` (read by the verifier: the ids of
