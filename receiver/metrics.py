@@ -28,16 +28,16 @@ from prometheus_client import (
     multiprocess,
 )
 
+from receiver.streams import LOGS
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 DELIVERIES = Counter("drain_deliveries", "Deliveries answered, by HTTP status", ["status"])
-RECORDS_ACCEPTED = Counter("drain_records_accepted", "Records written by every sink")
-RECORDS_REJECTED = Counter("drain_records_rejected", "Records kept aside as rejects")
-STREAM_RECORDS_ACCEPTED = Counter(
-    "drain_stream_records_accepted", "Records (spans for traces) written by every sink, by stream", ["stream"]
+RECORDS_ACCEPTED = Counter(
+    "drain_records_accepted", "Records (spans for traces) written by every sink, by stream", ["stream"]
 )
-STREAM_RECORDS_REJECTED = Counter(
-    "drain_stream_records_rejected", "Records (spans for traces) kept aside as rejects, by stream", ["stream"]
+RECORDS_REJECTED = Counter(
+    "drain_records_rejected", "Records (spans for traces) kept aside as rejects, by stream", ["stream"]
 )
 DUPLICATES_DROPPED = Counter(
     "drain_duplicate_records_dropped", "Records dropped because their id was written recently"
@@ -73,26 +73,14 @@ def deliveries_with_status(status: int) -> Counter:
     return DELIVERIES.labels(status)
 
 
-class _StreamCounter:
-    """The all-streams total and the stream's own series, counted together."""
-
-    def __init__(self, total: Counter, by_stream: Counter, stream: str) -> None:
-        self._total = total
-        self._stream = by_stream.labels(stream)
-
-    def inc(self, amount: int) -> None:
-        self._total.inc(amount)
-        self._stream.inc(amount)
+@functools.cache
+def accepted_in(stream: str) -> Counter:
+    return RECORDS_ACCEPTED.labels(stream)
 
 
 @functools.cache
-def accepted_in(stream: str) -> _StreamCounter:
-    return _StreamCounter(RECORDS_ACCEPTED, STREAM_RECORDS_ACCEPTED, stream)
-
-
-@functools.cache
-def rejected_in(stream: str) -> _StreamCounter:
-    return _StreamCounter(RECORDS_REJECTED, STREAM_RECORDS_REJECTED, stream)
+def rejected_in(stream: str) -> Counter:
+    return RECORDS_REJECTED.labels(stream)
 
 
 # Series that alerting rules compare over time exist from the start, at zero.
@@ -100,6 +88,8 @@ for _reason in ("missing", "invalid"):
     SIGNATURE_FAILURES.labels(_reason)
 for _sink in ("stdout", "file"):
     SINK_WRITE_ERRORS.labels(_sink)
+RECORDS_ACCEPTED.labels(LOGS)
+RECORDS_REJECTED.labels(LOGS)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -685,7 +685,8 @@ def test_deliveries_come_out_on_stdout_and_in_the_file_sink(
     metrics = httpx.get((served.metrics_url if metrics_port_supported else served.url)
                         + "/metrics", timeout=10)
     assert metrics.status_code == 200
-    accepted = re.search(r"^drain_records_accepted_total ([0-9.e+]+)$", metrics.text, re.MULTILINE)
+    accepted = re.search(r'^drain_records_accepted_total\{stream="logs"\} ([0-9.e+]+)$', metrics.text,
+                         re.MULTILINE)
     assert accepted and float(accepted.group(1)) == len(sent), "summed over both workers"
 
     files = sorted((served.volume_dir / "logs").rglob("*.ndjson"))

@@ -118,8 +118,8 @@ def test_metrics_add_up_across_workers(two_workers: Receiver) -> None:
         def grew(name: str, labels: str = "") -> float:
             return metric(after, name, labels) - metric(before, name, labels)  # noqa: B023
 
-        assert grew("drain_records_accepted_total") == 100
-        assert grew("drain_records_rejected_total") == 20
+        assert grew("drain_records_accepted_total", '{stream="logs"}') == 100
+        assert grew("drain_records_rejected_total", '{stream="logs"}') == 20
         assert grew("drain_received_bytes_total", '{stage="wire"}') == sent_wire + 4 * len(b"[]")
         assert grew("drain_deliveries_total", '{status="200"}') == 20
         assert grew("drain_signature_failures_total", '{reason="invalid"}') == 3

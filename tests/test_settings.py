@@ -108,7 +108,7 @@ def test_metrics_port_serves_metrics_of_every_worker_and_the_public_port_does_no
     assert public.json()["code"] == "not_found"
     page = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
     assert page.status_code == 200
-    assert "drain_records_accepted_total 28.0" in page.text
+    assert 'drain_records_accepted_total{stream="logs"} 28.0' in page.text
     other = httpx.get(f"http://127.0.0.1:{metrics_port}/")
     assert other.status_code == 404 and other.json()["code"] == "not_found"
 

@@ -119,7 +119,7 @@ def test_stream_counts_reach_the_metrics(receiver: Receiver) -> None:
     def accepted() -> float:
         page = httpx.get(receiver.url + "/metrics").text
         for line in page.splitlines():
-            if line.startswith('drain_stream_records_accepted_total{stream="speed_insights"}'):
+            if line.startswith('drain_records_accepted_total{stream="speed_insights"}'):
                 return float(line.split()[-1])
         return 0.0
     before = accepted()
