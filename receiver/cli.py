@@ -6,7 +6,7 @@ import logging
 import logging.config
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from receiver.logs import logging_config
@@ -31,7 +31,35 @@ def ensure_secret(settings: Settings) -> None:
     )
 
 
+def _search(argv: Sequence[str]) -> int:
+    from receiver.search.cli import main_search  # imported on use: the receiver does not need DuckDB
+
+    return main_search(argv)
+
+
+def _stats(argv: Sequence[str]) -> int:
+    from receiver.search.cli import main_stats
+
+    return main_stats(argv)
+
+
+def _ui(argv: Sequence[str]) -> int:
+    from receiver.search.web_cli import main_ui
+
+    return main_ui(argv)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "search": _search,
+    "stats": _stats,
+    "ui": _ui,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     settings = load_settings(argv)
     config = logging_config(settings.log_level, settings.log_format, settings.access_log)
     logging.config.dictConfig(config)
