@@ -15,7 +15,7 @@ from pathlib import Path
 
 from receiver.search.engine import TABLE_COLUMNS, SearchError, now_ms, open_engine
 from receiver.search.filters import FilterError, Filters, check, parse_time
-from receiver.search.follow import follow, known_offsets
+from receiver.search.follow import follow, start_tails
 from receiver.search.output import results_table, sql_table, stats_chart
 
 EXIT_USAGE = 2
@@ -139,7 +139,7 @@ def run_search(argv: Sequence[str]) -> int:
     filters = filters_from(args, args.text)
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    offsets = known_offsets(args.dir, args.rejected) if args.follow else {}
+    tails = start_tails(args.dir, args.rejected) if args.follow and args.dir.is_dir() else None
     with open_engine(args.dir, args.rejected) as engine:
         report_scan(args.dir, len(engine.snapshot.files), engine.snapshot.size())
         if args.sql:
@@ -152,8 +152,9 @@ def run_search(argv: Sequence[str]) -> int:
             return 0
     fmt = "ndjson" if args.format == "json" else args.format
     write_records(list(reversed(rows)), fmt)
-    return follow(args.dir, filters, args.rejected, lambda new: write_records(new, fmt), offsets,
-                  {row[RAW] for row in rows})
+    assert tails is not None
+    print(f"following new records under {args.dir} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    return follow(tails, filters, lambda new: write_records(new, fmt), {row[RAW] for row in rows})
 
 
 def run_stats(argv: Sequence[str]) -> int:
