@@ -71,5 +71,6 @@ def main_ui(argv: Sequence[str]) -> int:
     from receiver.search.web import create_ui_app
 
     uvicorn.run(create_ui_app(args.dir, token), host=args.host, port=args.port, log_level="info",
+                access_log=False,
                 server_header=False)
     return 0

@@ -77,11 +77,13 @@ function showRecord(r) {
   for (const line of lines) {
     const m = line.match(/^(\s*)"(requestId|deploymentId|projectId|path)": "(.*)",?$/);
     if (m && LINKS[m[2]]) {
-      pre.appendChild(document.createTextNode(`${m[1]}"${m[2]}": `));
+      pre.appendChild(document.createTextNode(`${m[1]}"${m[2]}": "`));
       const a = document.createElement("a");
-      a.className = "filter"; a.textContent = JSON.parse(`"${m[3]}"`);
-      a.addEventListener("click", () => { $(LINKS[m[2]]).value = a.textContent; run(); });
-      pre.appendChild(a); pre.appendChild(document.createTextNode("\n"));
+      const value = JSON.parse(`"${m[3]}"`);
+      a.className = "filter"; a.textContent = m[3]; a.title = `filter by ${m[2]}`;
+      a.addEventListener("click", () => { $(LINKS[m[2]]).value = value; run(); });
+      pre.appendChild(a);
+      pre.appendChild(document.createTextNode(line.endsWith(",") ? '",\n' : '"\n'));
     } else pre.appendChild(document.createTextNode(line + "\n"));
   }
   pre.hidden = false;
