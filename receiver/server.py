@@ -130,6 +130,10 @@ def _set_nodelay(transport: Any) -> None:
 def serve(settings: Settings, log_config: dict[str, Any]) -> None:
     """Serve until SIGTERM or SIGINT; returns after a graceful shutdown."""
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout)
+    if settings.ui:
+        from receiver.search.web_cli import start_ui_alongside
+
+        start_ui_alongside(settings.dir)
     options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,

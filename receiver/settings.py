@@ -54,6 +54,7 @@ class Settings:
     secret_file: Path = Path("drain-secret")
     verify_token: str | None = None
     verify_file: Path = Path("drain-verify")
+    ui: bool = False
 
 
 def parse_size(text: str) -> int:
@@ -158,6 +159,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
            type=parse_bool, nargs="?", const=True)
     option("--shutdown-timeout", "DRAIN_SHUTDOWN_TIMEOUT", defaults.shutdown_timeout,
            "seconds to let in-flight deliveries finish after SIGTERM", type=float)
+    option("--ui", "DRAIN_UI", "false", "also serve the search page over --dir on its own listener "
+           "(drain-receiver ui; DRAIN_UI_HOST, DRAIN_UI_PORT, default 127.0.0.1:8081)",
+           type=parse_bool, nargs="?", const=True)
     return parser
 
 
@@ -199,6 +203,7 @@ def load_settings(
         secret_file=secret_path_from_env(env),
         verify_token=env.get("DRAIN_VERIFY_TOKEN", "").strip() or None,
         verify_file=verify_path_from_env(env),
+        ui=args.ui,
     )
 
 

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import REPO_ROOT, free_port
+from tests.support import REPO_ROOT, free_port, running_receiver
 
 TOKEN = "ui-token-0123456789abcdefghijklmnopqrstuvwx"
 LINES = [
@@ -83,3 +84,26 @@ def test_the_page_loads_nothing_from_elsewhere_and_forbids_inline_scripts(ui: st
     script = httpx.get(ui + "/static/app.js", timeout=10).text
     assert "innerHTML" not in script and "http" not in script
     assert json.loads(get(ui + "/api/search", limit="1").text)["records"][0]["id"] == "2"
+
+
+def test_the_receiver_serves_the_page_on_its_own_listener_with_ui(tmp_path: Path) -> None:
+    ui_port = free_port()
+    env = {"DRAIN_SECRET": "ui-receiver-secret-0123456789abcdefghijkl", "DRAIN_UI_TOKEN": TOKEN,
+           "DRAIN_UI_PORT": str(ui_port)}
+    args = ["--sink", "file", "--dir", str(tmp_path / "data"), "--ui"]
+    ui_url = f"http://127.0.0.1:{ui_port}"
+    with running_receiver(tmp_path, args, env=env) as receiver:
+        assert receiver.post(LINES[0], env["DRAIN_SECRET"]).status_code == 200
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                found = get(ui_url + "/api/search")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, receiver.stderr()
+                time.sleep(0.1)
+        assert found.content == b'{"records":[' + LINES[0] + b"]}"
+        assert httpx.get(receiver.url + "/api/search", headers={"authorization": f"Bearer {TOKEN}"},
+                         timeout=10).status_code != 200
+    with pytest.raises(httpx.TransportError):
+        httpx.get(ui_url + "/", timeout=2)

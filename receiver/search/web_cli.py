@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -74,3 +76,22 @@ def main_ui(argv: Sequence[str]) -> int:
                 access_log=False,
                 server_header=False)
     return 0
+
+
+def start_ui_alongside(root: Path) -> subprocess.Popen[bytes]:
+    """`--ui` on the receiver: `drain-receiver ui` as a child process, so a search takes its
+    own CPU and never holds up the receiver's event loop; stopped when the receiver exits."""
+    root.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen([sys.executable, "-m", "receiver", "ui", "--dir", str(root)])
+    log.info("started the search page (pid %d) over %s", child.pid, root)
+
+    def stop() -> None:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    atexit.register(stop)
+    return child
