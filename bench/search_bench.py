@@ -79,7 +79,7 @@ def write_day(data: Path, records: int, port: int) -> str:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     print(f"wrote {records} records in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    return factory.projects[0]
+    return f"prj_{factory.projects[0]}"
 
 
 def timed(args: list[str], reps: int) -> float:
@@ -94,8 +94,9 @@ def timed(args: list[str], reps: int) -> float:
 
 def follow_latency(data: Path, port: int, reps: int) -> float:
     process = receiver(data, port)
+    branch = f"bench-follow-{time.time_ns()}"  # not one of an earlier run's (--keep)
     follower = subprocess.Popen([sys.executable, "-m", "receiver", "search", "--dir", str(data),
-                                 "--follow", "--format", "ndjson", "--branch", "bench-follow",
+                                 "--follow", "--format", "ndjson", "--branch", branch,
                                  "--limit", "1"], cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
     latencies = []
@@ -104,7 +105,7 @@ def follow_latency(data: Path, port: int, reps: int) -> float:
         with httpx.Client(timeout=60) as client:
             for n in range(reps):
                 record = RecordFactory(n).record()
-                record.update(branch="bench-follow", timestamp=int(time.time() * 1000))
+                record.update(branch=branch, timestamp=int(time.time() * 1000))
                 post(client, port, [dump_record(record)])
                 acknowledged = time.monotonic()
                 json.loads(follower.stdout.readline())  # type: ignore[union-attr]
@@ -128,13 +129,15 @@ def main() -> None:
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
     data.mkdir(parents=True, exist_ok=True)
-    project = write_day(data, args.records, args.port) if not args.keep else ""
+    if not args.keep:
+        (args.work / "project").write_text(write_day(data, args.records, args.port))
+    project = (args.work / "project").read_text()
     disk = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
     d = str(data)
-    project_args = ["--project", project] if project else []
     results = {
         "field filters (project, level=error, last 1 h)":
-            timed(["search", "--dir", d, *project_args, "--level", "error", "--since", "1h"], args.reps),
+            timed(["search", "--dir", d, "--project", project, "--level", "error", "--since", "1h"],
+                  args.reps),
         "text search, whole day": timed(["search", "--dir", d, "ECONNREFUSED", "--limit", "100"], args.reps),
         "24 h histogram (stats)": timed(["stats", "--dir", d, "--since", "24h"], args.reps),
         "--follow: record printed after its 200": follow_latency(data, args.port, 5),
