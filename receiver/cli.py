@@ -22,8 +22,34 @@ log = logging.getLogger("receiver")
 
 EXIT_USAGE = 2
 
+
+
+def _search(argv: Sequence[str]) -> int:
+    """Find records in what the file sink wrote (filters, text, SQL, --follow)."""
+    from receiver.search.cli import main_search  # imported on use: serving needs no DuckDB
+
+    return main_search(argv)
+
+
+def _stats(argv: Sequence[str]) -> int:
+    """Records per interval, by level, source, status or project, as a text chart."""
+    from receiver.search.cli import main_stats
+
+    return main_stats(argv)
+
+
+def _ui(argv: Sequence[str]) -> int:
+    """Serve the search page over --dir on its own listener, behind a token."""
+    from receiver.search.web_cli import main_ui
+
+    return main_ui(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "send-test": send_test.main,
+    "search": _search,
+    "stats": _stats,
+    "ui": _ui,
 }
 
 

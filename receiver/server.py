@@ -220,6 +220,10 @@ def serve(settings: Settings, log_config: dict[str, Any]) -> None:
     With `--metrics-port`, this process serves /metrics there (with `--workers`, the supervisor,
     adding up every worker's numbers)."""
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout)
+    if settings.ui:
+        from receiver.search.web_cli import start_ui_alongside
+
+        start_ui_alongside(settings.dir)
     options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,

@@ -61,6 +61,7 @@ class Settings:
     secret_file: Path = Path("drain-secret")
     verify_token: str | None = None
     verify_file: Path = Path("drain-verify")
+    ui: bool = False
 
 
 def parse_size(text: str) -> int:
@@ -250,6 +251,9 @@ def build_parser(env: Mapping[str, str], epilog: str = "") -> argparse.ArgumentP
     option("--umask", "DRAIN_UMASK", f"{defaults.umask:03o}",
            "umask for the files and directories the receiver creates (027: files 0640); "
            "the secret file is always 0600", umask_bits, type=parse_umask)
+    option("--ui", "DRAIN_UI", "false", "also serve the search page over --dir on its own listener "
+           "(drain-receiver ui; DRAIN_UI_HOST, DRAIN_UI_PORT, default 127.0.0.1:8081)",
+           type=parse_bool, nargs="?", const=True)
     parser.set_defaults(_checks=checks, _env_errors=env_errors)
     return parser
 
@@ -299,6 +303,7 @@ def load_settings(
         secret_file=secret_path_from_env(env),
         verify_token=env.get("DRAIN_VERIFY_TOKEN", "").strip() or None,
         verify_file=verify_path_from_env(env),
+        ui=args.ui,
     )
 
 

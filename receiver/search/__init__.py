@@ -1,0 +1,1 @@
+"""Search over what the file sink wrote: `drain-receiver search`, `stats` and `ui`, on DuckDB."""

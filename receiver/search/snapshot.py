@@ -1,0 +1,124 @@
+"""A consistent set of open files under the file sink's directory, taken without any lock.
+
+The sink renames an active file when it rotates it, writes `X.ndjson.gz` next to a rotated
+`X.ndjson` and then removes `X.ndjson`. A snapshot opens every data file once (an open file
+keeps its content through a rename or an unlink), then lists the directory again and opens
+whatever appeared meanwhile, until a listing brings nothing new. Each file is read through
+its descriptor (`/proc/self/fd/N`), so a rename after the open changes nothing, and each
+record is read once: `X.ndjson` and `X.ndjson.gz` are one file, and one inode is opened once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from receiver.sinks.files import REJECTED_PARTITION
+
+PLAIN = ".ndjson"
+COMPRESSED = ".ndjson.gz"
+MAX_LISTINGS = 50
+
+
+@dataclass(frozen=True)
+class OpenFile:
+    path: Path
+    fd: int
+    compressed: bool
+
+    @property
+    def reader_path(self) -> str:
+        """A path that opens this very file, whatever has been renamed since."""
+        return f"/proc/self/fd/{self.fd}"
+
+
+@dataclass
+class Snapshot:
+    """The open files of one search; close it (or use `with`) to release the descriptors."""
+
+    root: Path
+    files: list[OpenFile] = field(default_factory=list)
+
+    def size(self) -> int:
+        """Bytes on disk (compressed files as they are stored)."""
+        return sum(os.fstat(opened.fd).st_size for opened in self.files)
+
+    def close(self) -> None:
+        for opened in self.files:
+            with contextlib.suppress(OSError):
+                os.close(opened.fd)
+        self.files.clear()
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def data_file_key(name: str) -> str | None:
+    """`logs-X.ndjson` and `logs-X.ndjson.gz` share the key `logs-X`; other names have none."""
+    if name.endswith(COMPRESSED):
+        return name[: -len(COMPRESSED)]
+    if name.endswith(PLAIN):
+        return name[: -len(PLAIN)]
+    return None
+
+
+def list_data_files(root: Path, rejected: bool = False) -> dict[Path, list[Path]]:
+    """Every data file under `root` at any depth, grouped by key (directory + key): the plain
+    file first, the compressed one second, so a file caught mid-compression is read once."""
+    found: dict[Path, list[Path]] = {}
+    for directory, subdirectories, names in os.walk(root):
+        here = Path(directory)
+        if here == root and not rejected and REJECTED_PARTITION in subdirectories:
+            subdirectories.remove(REJECTED_PARTITION)
+        if here == root and rejected:
+            subdirectories[:] = [d for d in subdirectories if d == REJECTED_PARTITION]
+        for name in sorted(names, key=lambda n: n.endswith(".gz")):
+            key = data_file_key(name)
+            if key is not None:
+                found.setdefault(here / key, []).append(here / name)
+    return found
+
+
+def take_snapshot(root: Path, rejected: bool = False) -> Snapshot:
+    """Open every data file under `root` (rejects only when `rejected`). FileNotFoundError
+    when `root` is not a directory."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory (give the receiver's --dir)")
+    snapshot = Snapshot(root)
+    keys: set[Path] = set()
+    inodes: set[tuple[int, int]] = set()
+    for _ in range(MAX_LISTINGS):
+        new = False
+        for key, candidates in list_data_files(root, rejected).items():
+            if key in keys:
+                continue
+            opened = _open_first(candidates)
+            if opened is None:
+                new = True  # every name went away between listing and open: list again
+                continue
+            stat = os.fstat(opened.fd)
+            keys.add(key)
+            new = True
+            if (stat.st_dev, stat.st_ino) in inodes:
+                os.close(opened.fd)
+                continue
+            inodes.add((stat.st_dev, stat.st_ino))
+            snapshot.files.append(opened)
+        if not new:
+            return snapshot
+    return snapshot
+
+
+def _open_first(candidates: list[Path]) -> OpenFile | None:
+    for path in candidates:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        return OpenFile(path, fd, path.name.endswith(".gz"))
+    return None

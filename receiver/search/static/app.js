@@ -1,0 +1,156 @@
+// The search page. Every value from a record goes into the page with textContent, never as HTML.
+"use strict";
+const FIELDS = ["q", "level", "source", "status", "project", "env", "path", "requestId", "deployment"];
+const LINKS = { requestId: "requestId", deploymentId: "deployment", projectId: "project", path: "path" };
+const $ = (id) => document.getElementById(id);
+let offset = 0;
+let liveTimer = null;
+
+function token() { return sessionStorage.getItem("drainToken") || ""; }
+
+function params() {
+  const p = new URLSearchParams();
+  for (const f of FIELDS) if ($(f).value) p.set(f, $(f).value);
+  const range = $("range").value;
+  if (range === "custom") {
+    if ($("since").value) p.set("since", $("since").value);
+    if ($("until").value) p.set("until", $("until").value);
+  } else if (range) p.set("since", range);
+  return p;
+}
+
+function loadFromUrl() {
+  const p = new URLSearchParams(location.search);
+  for (const f of FIELDS) $(f).value = p.get(f) || "";
+  const since = p.get("since");
+  if (since && !["15m", "1h", "24h", "7d"].includes(since)) {
+    $("range").value = "custom"; $("since").value = since; $("until").value = p.get("until") || "";
+  } else $("range").value = since === null ? "1h" : since;
+  showCustom();
+}
+
+function showCustom() { const c = $("range").value === "custom"; $("since").hidden = !c; $("until").hidden = !c; }
+
+async function api(path, p) {
+  const response = await fetch(`${path}?${p}`, { headers: { Authorization: `Bearer ${token()}` } });
+  if (response.status === 401) { logout("wrong or missing token"); throw new Error("unauthorized"); }
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function logout(message) {
+  sessionStorage.removeItem("drainToken");
+  $("app").hidden = true; $("login").hidden = false; $("login-error").textContent = message || "";
+}
+
+function utc(ms) { return typeof ms === "number" ? new Date(ms).toISOString().replace("T", " ").slice(0, 23) : "-"; }
+
+function cell(row, text, field) {
+  const td = document.createElement("td");
+  if (field && text) {
+    const a = document.createElement("a");
+    a.className = "filter"; a.textContent = text; a.title = `filter by ${field}`;
+    a.addEventListener("click", (e) => { e.stopPropagation(); $(LINKS[field]).value = text; run(); });
+    td.appendChild(a);
+  } else td.textContent = text === undefined || text === null ? "" : String(text);
+  row.appendChild(td);
+}
+
+function addRows(records) {
+  const body = $("results").tBodies[0];
+  for (const r of records) {
+    const tr = document.createElement("tr");
+    const proxy = r.proxy && typeof r.proxy === "object" ? r.proxy : {};
+    cell(tr, utc(r.timestamp)); cell(tr, r.level); cell(tr, r.source);
+    cell(tr, r.statusCode ?? proxy.statusCode);
+    cell(tr, r.path ?? proxy.path, "path"); cell(tr, r.message);
+    tr.addEventListener("click", () => showRecord(r));
+    body.appendChild(tr);
+  }
+}
+
+function showRecord(r) {
+  const pre = $("record");
+  pre.replaceChildren();
+  const lines = JSON.stringify(r, null, 2).split("\n");
+  for (const line of lines) {
+    const m = line.match(/^(\s*)"(requestId|deploymentId|projectId|path)": "(.*)",?$/);
+    if (m && LINKS[m[2]]) {
+      pre.appendChild(document.createTextNode(`${m[1]}"${m[2]}": "`));
+      const a = document.createElement("a");
+      const value = JSON.parse(`"${m[3]}"`);
+      a.className = "filter"; a.textContent = m[3]; a.title = `filter by ${m[2]}`;
+      a.addEventListener("click", () => { $(LINKS[m[2]]).value = value; run(); });
+      pre.appendChild(a);
+      pre.appendChild(document.createTextNode(line.endsWith(",") ? '",\n' : '"\n'));
+    } else pre.appendChild(document.createTextNode(line + "\n"));
+  }
+  pre.hidden = false;
+}
+
+function drawHistogram(h) {
+  const box = $("histogram");
+  box.replaceChildren();
+  const n = h.width ? Math.ceil((h.end - h.start) / h.width) : 0;
+  const buckets = Array.from({ length: n }, () => ({}));
+  for (const [b, level, count] of h.counts) if (buckets[b]) buckets[b][level] = count;
+  const peak = Math.max(1, ...buckets.map((b) => Object.values(b).reduce((x, y) => x + y, 0)));
+  buckets.forEach((b, i) => {
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    const total = Object.values(b).reduce((x, y) => x + y, 0);
+    bar.title = `${utc(h.start + i * h.width)}: ${total}`;
+    bar.style.height = "100%";
+    for (const level of ["info", "warning", "error", "fatal", "-"]) {
+      if (!b[level]) continue;
+      const part = document.createElement("div");
+      part.className = level; part.style.height = `${(100 * b[level]) / peak}%`;
+      bar.appendChild(part);
+    }
+    bar.addEventListener("click", () => {
+      $("range").value = "custom"; showCustom();
+      $("since").value = new Date(h.start + i * h.width).toISOString();
+      $("until").value = new Date(h.start + (i + 1) * h.width).toISOString();
+      run();
+    });
+    box.appendChild(bar);
+  });
+}
+
+async function run(more) {
+  const p = params();
+  history.replaceState(null, "", `?${p}`);
+  if (!more) { offset = 0; $("results").tBodies[0].replaceChildren(); $("record").hidden = true; }
+  const page = new URLSearchParams(p); page.set("limit", "100"); page.set("offset", String(offset));
+  try {
+    const [found, histogram] = await Promise.all([
+      api("/api/search", page), more ? null : api("/api/histogram", p)]);
+    addRows(found.records);
+    offset += found.records.length;
+    $("more").hidden = found.records.length < 100;
+    if (histogram) drawHistogram(histogram);
+    $("status-line").textContent = `${offset} records shown`;
+  } catch (error) { $("status-line").textContent = String(error.message || error); }
+}
+
+function start() {
+  $("login").hidden = true; $("app").hidden = false; loadFromUrl(); run();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    sessionStorage.setItem("drainToken", $("token").value);
+    const probe = await fetch("/api/search?limit=1", { headers: { Authorization: `Bearer ${token()}` } });
+    if (probe.ok) start(); else logout("wrong token");
+  });
+  $("search").addEventListener("submit", (e) => { e.preventDefault(); run(); });
+  $("range").addEventListener("change", showCustom);
+  $("more").addEventListener("click", () => run(true));
+  $("live").addEventListener("change", () => {
+    clearInterval(liveTimer);
+    if ($("live").checked) liveTimer = setInterval(() => run(), 2000);
+  });
+  if (token()) start(); else logout("");
+});
