@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import httpx
 import pytest
 
 from receiver.streams import stream_of_record, stream_of_schema, streams_of
-from tests.support import Receiver, running_receiver
+from tests.support import REPO_ROOT, Receiver, running_receiver
 
 SECRET = "streams-secret-0123456789abcdefghijklmnop"
 ENV = {"DRAIN_SECRET": SECRET}
@@ -216,3 +218,21 @@ def test_files_and_directories_take_their_mode_from_the_umask(tmp_path: Path) ->
         os.umask(old)
     assert (tmp_path / "logs" / today() / "logs.ndjson").stat().st_mode & 0o777 == 0o664
     assert (tmp_path / "logs" / today()).stat().st_mode & 0o777 == 0o775
+
+
+def test_search_finds_each_stream_apart(receiver: Receiver) -> None:
+    """`drain-receiver search --stream` gives exactly the records the receiver kept in that stream."""
+    mixed = [*example("speed_insights"), *example("logs"), *example("audit_log")]
+    assert receiver.post(as_ndjson(mixed), SECRET).status_code == 200
+    root = receiver.data  # type: ignore[attr-defined]
+    for stream in ("speed_insights", "logs", "audit_log"):
+        found = subprocess.run(
+            [sys.executable, "-m", "receiver", "search", "--dir", str(root), "--stream", stream,
+             "--format", "ndjson", "--limit", "100000"],
+            cwd=REPO_ROOT, capture_output=True, timeout=60, check=True,
+        ).stdout.splitlines()
+        on_disk = [line for path in sorted((root / stream).rglob("*.ndjson")) for line in lines_of(path)]
+        assert on_disk and sorted(found) == sorted(on_disk)
+        assert set(example(stream)) <= set(found)
+        others = {line for name in RECORD_STREAMS if name != stream for line in example(name)}
+        assert not others & set(found), f"--stream {stream} returned another stream's records"

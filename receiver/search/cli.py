@@ -57,6 +57,7 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
         ("--path", "path or proxy.path (with the query string)"),
         ("--request-id", "requestId"),
         ("--branch", "git branch"),
+        ("--stream", "the drain type's stream: logs, traces, speed_insights, analytics, audit_log, ..."),
     ):
         group.add_argument(flag, action="append", default=[], metavar="VALUE", help=help_text)
 
@@ -71,7 +72,7 @@ def filters_from(args: argparse.Namespace, text: Sequence[str] = ()) -> Filters:
             project=tuple(args.project), deployment=tuple(args.deployment), env=tuple(args.env),
             source=tuple(args.source), level=tuple(args.level), status=tuple(args.status),
             host=tuple(args.host), path=tuple(args.path), request_id=tuple(args.request_id),
-            branch=tuple(args.branch),
+            branch=tuple(args.branch), stream=tuple(args.stream),
         ))
     except FilterError as error:
         raise UsageError(str(error)) from None

@@ -37,6 +37,7 @@ class Filters:
     path: tuple[str, ...] = ()
     request_id: tuple[str, ...] = ()
     branch: tuple[str, ...] = ()
+    stream: tuple[str, ...] = ()
 
 
 # filter name -> the view's column(s) it matches (any of them)
@@ -50,6 +51,7 @@ EQUALITY_COLUMNS: dict[str, tuple[str, ...]] = {
     "branch": ("branch",),
     "host": ("host", "proxy_host"),
     "path": ("path", "proxy_path"),
+    "stream": ("stream",),
 }
 LIST_FILTERS = tuple(f.name for f in fields(Filters) if f.name not in ("since_ms", "until_ms"))
 

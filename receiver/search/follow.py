@@ -22,6 +22,8 @@ import duckdb
 from receiver.search.engine import TABLE_COLUMNS, records_sql
 from receiver.search.filters import Filters, where_clause
 from receiver.search.snapshot import list_data_files
+from receiver.sinks.files import stream_of_file
+from receiver.streams import LOGS
 
 POLL_SECONDS = 0.2
 
@@ -30,6 +32,7 @@ POLL_SECONDS = 0.2
 class Tail:
     fd: int
     offset: int
+    stream: str
 
 
 @dataclass
@@ -53,18 +56,21 @@ class Tails:
             if inode in self.files:
                 os.close(fd)
                 continue
-            self.files[inode] = Tail(fd, stat.st_size if at_end else 0)
+            stream = stream_of_file(candidates[0].name) or LOGS
+            self.files[inode] = Tail(fd, stat.st_size if at_end else 0, stream)
 
-    def read(self) -> list[str]:
-        """Complete lines appended since the last read; files removed meanwhile are let go."""
-        lines: list[str] = []
+    def read(self) -> list[tuple[str, str]]:
+        """Complete lines appended since the last read, each with its file's stream; files
+        removed meanwhile are let go."""
+        lines: list[tuple[str, str]] = []
         for inode, tail in list(self.files.items()):
             stat = os.fstat(tail.fd)
             if stat.st_size > tail.offset:
                 data = os.pread(tail.fd, stat.st_size - tail.offset, tail.offset)
                 end = data.rfind(b"\n") + 1
                 tail.offset += end
-                lines.extend(line.decode("utf-8", "replace") for line in data[:end].splitlines())
+                lines.extend((line.decode("utf-8", "replace"), tail.stream)
+                             for line in data[:end].splitlines())
             if stat.st_nlink == 0 and stat.st_size <= tail.offset:
                 os.close(tail.fd)
                 del self.files[inode]
@@ -84,12 +90,15 @@ def start_tails(root: Path, rejected: bool) -> Tails:
     return tails
 
 
-def matching(connection: duckdb.DuckDBPyConnection, lines: list[str], filters: Filters) -> list[tuple]:
+def matching(
+    connection: duckdb.DuckDBPyConnection, lines: list[tuple[str, str]], filters: Filters
+) -> list[tuple]:
     where, params = where_clause(filters)
     columns = ", ".join(f'"{c}"' for c in TABLE_COLUMNS)
-    source = records_sql("SELECT unnest(?::VARCHAR[]) AS raw")
+    source = records_sql("SELECT unnest(?::VARCHAR[]) AS raw, unnest(?::VARCHAR[]) AS stream")
     sql = f"SELECT {columns} FROM ({source}) WHERE {where}"
-    return connection.execute(sql, [lines, *params]).fetchall()
+    raws, streams = [raw for raw, _ in lines], [stream for _, stream in lines]
+    return connection.execute(sql, [raws, streams, *params]).fetchall()
 
 
 def follow(tails: Tails, filters: Filters, emit: Callable[[Sequence[tuple]], None],

@@ -30,7 +30,8 @@ SECURITY_HEADERS = {
 }
 LIST_PARAMS = {"q": "text", "project": "project", "deployment": "deployment", "env": "env",
                "source": "source", "level": "level", "status": "status", "host": "host",
-               "path": "path", "requestId": "request_id", "branch": "branch"}
+               "path": "path", "requestId": "request_id", "branch": "branch",
+               "stream": "stream"}
 
 
 def filters_from_query(request: Request) -> Filters:

@@ -63,6 +63,13 @@ COMPRESS_LEVEL = 1
 STREAM_NAME = "[a-z0-9_]+"  # what `receiver.streams` makes; no `-`, so `-w<n>` is unambiguous
 
 
+def stream_of_file(name: str) -> str | None:
+    """The stream whose records a data file of this sink holds, from its name:
+    `<stream>[-w<n>][-<stamp>].ndjson[.gz]`."""
+    match = re.match(rf"({STREAM_NAME})(?:-w\d+)?(?:-\d{{8}}T|\.ndjson)", name)
+    return match.group(1) if match else None
+
+
 @dataclass(frozen=True)
 class FileNames:
     """The names of one worker's files, one set per stream; worker 0's are `<stream>.ndjson`."""

@@ -1,6 +1,6 @@
 // The search page. Every value from a record goes into the page with textContent, never as HTML.
 "use strict";
-const FIELDS = ["q", "level", "source", "status", "project", "env", "path", "requestId", "deployment"];
+const FIELDS = ["q", "level", "source", "status", "project", "env", "path", "requestId", "deployment", "stream"];
 const LINKS = { requestId: "requestId", deploymentId: "deployment", projectId: "project", path: "path" };
 const $ = (id) => document.getElementById(id);
 let offset = 0;
