@@ -326,7 +326,7 @@ def test_list_shows_every_drain_and_marks_this_receivers(
     blocks = {block.split("id:", 1)[1].split()[0]: block for block in run.stdout.split("\n\n")}
     assert set(blocks) == {*mine, other}
     assert all("this receiver: yes" in blocks[drain_id] for drain_id in mine)
-    assert "this receiver" not in blocks[other]
+    assert "this receiver: yes" not in blocks[other]
     assert f"3 drain(s) (--api {'drains' if drains else 'integration'}); 2 point at {URL}" in run.stdout
     assert api.calls() == [LIST if drains else "GET /v2/integrations/log-drains"]
     as_json = register(api, secret_file, "list", "--json", token=token, drains=drains)

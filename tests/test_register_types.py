@@ -60,7 +60,10 @@ def test_replace_list_and_remove_touch_only_the_types_asked_for(
     assert [d["id"] for d in api.drains][:2] == [log_id, speed_id]
     assert types_of(api) == [["log"], ["speed_insights"], ["trace"]]
     listed = register(api, secret_file, "list", "--schema", "speed_insights")
-    assert speed_id in listed.stdout and log_id not in listed.stdout
+    blocks = {block.split("id:", 1)[1].split()[0]: block for block in listed.stdout.split("\n\n")}
+    assert "this receiver: yes" in blocks[speed_id]
+    assert [drain_id for drain_id, block in blocks.items() if "this receiver: yes" in block] == [speed_id]
+    assert log_id in blocks, "every drain is listed, this receiver's marked"
     refused = register(api, secret_file, "remove", speed_id)
     assert refused.returncode == 1 and "--schema" in refused.one_error_line()
     removed = register(api, secret_file, "remove", speed_id, "--schema", "speed_insights")
