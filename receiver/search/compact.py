@@ -147,6 +147,12 @@ def run(root: Path, watch_seconds: float | None) -> int:
             if watch_seconds is None:
                 return 1 if done.failed else 0
             time.sleep(watch_seconds)
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as error:  # DuckDB's form of a KeyboardInterrupt during a query
+        if "interrupted" not in str(error):
+            raise
+        return 0
     finally:
         connection.close()
 
