@@ -8,6 +8,7 @@ record exactly once and byte for byte.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 from receiver.search.engine import TABLE_COLUMNS, open_engine
 from receiver.search.filters import Filters
 from receiver.search.snapshot import COMPRESSED, PARQUET_KIND, PARTIAL_TWIN, TWIN
-from tests.support import REPO_ROOT, Receiver, running_receiver
+from tests.support import REPO_ROOT, Receiver, free_port, running_receiver
 from tests.test_search import ENV, make_records, post
 
 RAW = TABLE_COLUMNS.index("raw")
@@ -160,6 +161,33 @@ def test_records_are_neither_missed_nor_doubled_while_files_rotate_compress_and_
         assert compactor.wait(timeout=30) == 0, "the compactor did not stop cleanly on SIGTERM"
     assert len(acknowledged) > 400
     assert len(twins(root)) > before_twins, "no twin was written while the searches ran"
+
+
+def test_the_page_compacts_beside_itself_and_its_compactor_dies_with_it(
+    data: tuple[Path, Receiver, list[bytes]], tmp_path: Path,
+) -> None:
+    root, _, _ = data
+    archive = sorted(root.rglob("*" + COMPRESSED))[0]
+    (tmp_path / "logs").mkdir()
+    shutil.copyfile(archive, tmp_path / "logs" / archive.name)
+    ui = subprocess.Popen([sys.executable, "-m", "receiver", "ui", "--dir", str(tmp_path),
+                           "--port", str(free_port())], cwd=REPO_ROOT, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "DRAIN_UI_TOKEN": "compact-ui-token-0123456789abcdef"})
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.rglob("*" + TWIN)):
+            assert time.monotonic() < deadline, "the page's compactor wrote no twin"
+            time.sleep(0.1)
+        children = Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()
+        assert len(children) == 1
+    finally:
+        ui.kill()
+        ui.wait()
+    compactor = Path(f"/proc/{children[0]}")
+    deadline = time.monotonic() + 10
+    while compactor.exists() and (compactor / "stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, "the compactor outlived its page (killed by SIGKILL)"
+        time.sleep(0.1)
 
 
 def test_compact_on_a_missing_directory_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ ROW_GROUP_ROWS = 100_000
 MEMORY_LIMIT = "1GB"
 STALE_PARTIAL_SECONDS = 3600
 WATCH_SECONDS = 30.0
+PARENT_ENV = "DRAIN_COMPACT_PARENT"
 OLD_TWIN = re.compile(r"\.ndjson\.v\d+\.parquet(\.partial)?$")
 
 
@@ -146,7 +147,8 @@ def run(root: Path, watch_seconds: float | None) -> int:
                      len(done.written), root, len(done.removed), len(done.failed))
             if watch_seconds is None:
                 return 1 if done.failed else 0
-            time.sleep(watch_seconds)
+            if not wait_for_parent(watch_seconds):
+                return 0
     except KeyboardInterrupt:
         return 0
     except RuntimeError as error:  # DuckDB's form of a KeyboardInterrupt during a query
@@ -157,10 +159,25 @@ def run(root: Path, watch_seconds: float | None) -> int:
         connection.close()
 
 
+def wait_for_parent(seconds: float) -> bool:
+    """Sleep `seconds`; False as soon as the process that started this one alongside itself
+    (PARENT_ENV) is gone, even killed by SIGKILL, so no compactor outlives its page."""
+    parent = os.environ.get(PARENT_ENV)
+    deadline = time.monotonic() + seconds
+    while True:
+        if parent is not None and str(os.getppid()) != parent:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(1.0, left))
+
+
 def start_alongside(root: Path) -> subprocess.Popen[bytes]:
     """`drain-receiver compact --watch` as a child process, stopped when this one exits."""
     child = subprocess.Popen([sys.executable, "-m", "receiver", "compact", "--dir", str(root),
-                              "--watch", str(WATCH_SECONDS)])
+                              "--watch", str(WATCH_SECONDS)],
+                             env={**os.environ, PARENT_ENV: str(os.getpid())})
     log.info("started the compactor (pid %d) over %s", child.pid, root)
 
     def stop() -> None:
