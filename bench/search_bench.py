@@ -1,16 +1,20 @@
-"""How fast `drain-receiver search`, `stats` and `--follow` are over one busy day.
+"""How fast `drain-receiver search`, `stats`, `--follow` and the page are over one busy day.
 
-Writes `--records` realistic records (gen.py) spread over the last 24 h through a real
-receiver (`--sink file`, gzip rotation at its default 128 MiB) into `--work`/data, waits for
-compression, then times the issue's questions, each the median of `--reps` runs:
+Writes `--records` realistic records (gen.py) spread over 24 h through a real receiver
+(`--sink file`, gzip rotation at its default 128 MiB) into `--work`/data, waits for
+compression, then times the issue's questions twice, over the gzip NDJSON alone and after
+`drain-receiver compact` has given every .gz its Parquet twin:
 
-- field filters: one project, level=error, last hour       (target < 1 s at 10 M records)
-- text search over the whole day                           (target < 5 s)
-- the 24 h histogram (stats)                               (target < 2 s)
-- --follow: a new record printed after its 200             (target < 1 s)
+- field filters: one project, level=error, the data's last hour   (target < 1 s at 10 M records)
+- text search over the whole day                                  (target < 5 s)
+- the 24 h histogram (stats)                                      (target < 2 s)
+- the page's first results after a search, in chromium            (target < 1.5 s)
+- --follow: a new record printed after its 200                    (target < 1 s)
 
-plus the disk used per million records. The full run (`--records 10000000`) takes about an
-hour and ~9 GB; do it on an otherwise idle machine.
+plus the compaction's time, the disk used per million records, and the receiver's ingest rate
+(into a scratch --dir) alone and while text searches run. Times are medians of `--reps` runs
+(`--reps-gzip` over gzip alone), each a whole `drain-receiver` process. The full run
+(`--records 10000000`) writes ~2 GB of .gz in ~16 min, then measures for ~20 min.
 
     python bench/search_bench.py --records 200000 --work /tmp/drain-search-bench
 """
@@ -92,6 +96,16 @@ def timed(args: list[str], reps: int) -> float:
     return statistics.median(times)
 
 
+def questions(d: str, project: str, end_ms: int) -> dict[str, list[str]]:
+    hour, day = str(end_ms - 3_600_000), str(end_ms - 86_400_000)
+    return {
+        "field filters (project, level=error, last 1 h)":
+            ["search", "--dir", d, "--project", project, "--level", "error", "--since", hour],
+        "text search, whole day": ["search", "--dir", d, "ECONNREFUSED", "--limit", "100"],
+        "24 h histogram (stats)": ["stats", "--dir", d, "--since", day, "--until", str(end_ms)],
+    }
+
+
 def follow_latency(data: Path, port: int, reps: int) -> float:
     process = receiver(data, port)
     branch = f"bench-follow-{time.time_ns()}"  # not one of an earlier run's (--keep)
@@ -117,35 +131,146 @@ def follow_latency(data: Path, port: int, reps: int) -> float:
     return statistics.median(latencies)
 
 
+def ingest_rate(scratch: Path, port: int, seconds: float, search: list[str] | None) -> float:
+    """Records/s a fresh receiver (into `scratch`) acknowledges from one client posting
+    pre-made 1000-record bodies for `seconds`, with `search` run in a loop meanwhile."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    factory = RecordFactory(4242)
+    bodies = [[dump_record(factory.record()) for _ in range(BATCH)] for _ in range(20)]
+    process = receiver(scratch, port)
+    searcher = None
+    if search:
+        searcher = subprocess.Popen(["sh", "-c", 'while :; do "$@" >/dev/null; done', "loop",
+                                     sys.executable, "-m", "receiver", *search], cwd=REPO,
+                                    start_new_session=True)
+    sent = 0
+    try:
+        with httpx.Client(timeout=60) as client:
+            started = time.monotonic()
+            while time.monotonic() - started < seconds:
+                post(client, port, bodies[sent // BATCH % len(bodies)])
+                sent += BATCH
+            elapsed = time.monotonic() - started
+    finally:
+        if searcher:
+            os.killpg(searcher.pid, signal.SIGTERM)
+            searcher.wait()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return sent / elapsed
+
+
+def page_first_results(data: Path, port: int, queries: dict[str, str], reps: int) -> dict[str, float]:
+    """Seconds from the search's click to the first result row, in chromium, per URL query."""
+    from playwright import sync_api
+
+    token = "bench-ui-token-0123456789abcdefghijklmnop"
+    env = {**os.environ, "DRAIN_UI_TOKEN": token}
+    ui = subprocess.Popen([sys.executable, "-m", "receiver", "ui", "--dir", str(data), "--port",
+                           str(port), "--no-compact"], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    found: dict[str, float] = {}
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                                 args=["--no-sandbox", "--headless=new"])
+            page = browser.new_page(bypass_csp=True)
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="commit", timeout=600_000)
+            page.fill("#token", token)
+            page.click("#login button")
+            page.wait_for_selector("#search", state="visible", timeout=600_000)
+            for name, query in queries.items():
+                times = []
+                for _ in range(reps):
+                    page.goto(f"http://127.0.0.1:{port}/?{query}", wait_until="commit", timeout=600_000)
+                    page.wait_for_function("document.querySelectorAll('#results tbody tr').length > 0",
+                                           timeout=600_000)
+                    started = time.monotonic()
+                    page.click("#search button")
+                    page.wait_for_function("document.querySelectorAll('#results tbody tr').length > 0",
+                                           timeout=600_000)
+                    times.append(time.monotonic() - started)
+                found[name] = statistics.median(times)
+            browser.close()
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+    return found
+
+
+def disk(data: Path, pattern: str) -> int:
+    return sum(p.stat().st_size for p in data.rglob(pattern) if p.is_file())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/drain-search-bench"))
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps-gzip", type=int, default=1, help="runs of each question over gzip alone")
     parser.add_argument("--port", type=int, default=18099)
+    parser.add_argument("--ingest-seconds", type=float, default=20)
     parser.add_argument("--keep", action="store_true", help="reuse the data written by an earlier run")
+    parser.add_argument("--compacted-only", action="store_true",
+                        help="with --keep: time only over the twins already there (no gzip pass, "
+                        "no compaction)")
     args = parser.parse_args()
     data = args.work / "data"
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
     data.mkdir(parents=True, exist_ok=True)
     if not args.keep:
+        end_ms = int(time.time() * 1000)
         (args.work / "project").write_text(write_day(data, args.records, args.port))
+        (args.work / "end_ms").write_text(str(end_ms))
     project = (args.work / "project").read_text()
-    disk = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    end_ms = int((args.work / "end_ms").read_text())
+    if not args.compacted_only:
+        for twin in data.rglob("*.parquet*"):
+            twin.unlink()
     d = str(data)
-    results = {
-        "field filters (project, level=error, last 1 h)":
-            timed(["search", "--dir", d, "--project", project, "--level", "error", "--since", "1h"],
-                  args.reps),
-        "text search, whole day": timed(["search", "--dir", d, "ECONNREFUSED", "--limit", "100"], args.reps),
-        "24 h histogram (stats)": timed(["stats", "--dir", d, "--since", "24h"], args.reps),
-        "--follow: record printed after its 200": follow_latency(data, args.port, 5),
+    asked = questions(d, project, end_ms)
+    page_queries = {
+        "page: field filters": f"since={end_ms - 3_600_000}&project={project}&level=error",
+        "page: text search, whole day": f"since={end_ms - 86_400_000}&q=ECONNREFUSED",
     }
-    print(f"{args.records} records, {disk / 1e6:.0f} MB on disk "
-          f"({disk / 1e6 / (args.records / 1e6):.0f} MB per million records)")
-    for name, seconds in results.items():
-        print(f"{name:<45} {seconds:6.2f} s (median, including process start)")
+    print(f"load average before: {os.getloadavg()}", file=sys.stderr)
+    gzip_only: dict[str, float] = {}
+    compaction = float("nan")
+    if not args.compacted_only:
+        gzip_only = {name: timed(argv, args.reps_gzip) for name, argv in asked.items()}
+        print(f"gzip only: {gzip_only}", file=sys.stderr, flush=True)
+        gzip_only.update(page_first_results(data, args.port + 1, page_queries, 1))
+        print(f"gzip only: {gzip_only}", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "receiver", "compact", "--dir", d], cwd=REPO, check=True,
+                       stderr=subprocess.DEVNULL)
+        compaction = time.monotonic() - started
+    compacted = {name: timed(argv, args.reps) for name, argv in asked.items()}
+    compacted.update(page_first_results(data, args.port + 1, page_queries, args.reps))
+    print(f"compacted: {compacted}", file=sys.stderr, flush=True)
+    compacted["--follow: record printed after its 200"] = follow_latency(data, args.port, 5)
+    idle = ingest_rate(args.work / "scratch", args.port, args.ingest_seconds, None)
+    busy = ingest_rate(args.work / "scratch", args.port, args.ingest_seconds, asked["text search, whole day"])
+    print(f"load average after: {os.getloadavg()}", file=sys.stderr)
+    millions = args.records / 1e6
+    gz, twins = disk(data, "*.ndjson.gz"), disk(data, "*.parquet")
+    print(f"{args.records} records; .gz {gz / 1e6 / millions:.0f} MB per million records, Parquet "
+          f"twins {twins / 1e6 / millions:.0f} MB per million; compaction {compaction:.0f} s "
+          f"({args.records / compaction:,.0f} records/s, one thread at nice 19)")
+    print(f"{'question':<48} {'gzip only':>10} {'compacted':>10}")
+    for name, seconds in compacted.items():
+        before = f"{gzip_only[name]:.2f} s" if name in gzip_only else "-"
+        print(f"{name:<48} {before:>10} {seconds:8.2f} s")
+    print(f"ingest, one client, 1000-record bodies: {idle:,.0f} records/s alone, "
+          f"{busy:,.0f} records/s while text searches run back to back")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,13 @@ def _stats(argv: Sequence[str]) -> int:
     return main_stats(argv)
 
 
+def _compact(argv: Sequence[str]) -> int:
+    """Give compressed files a Parquet twin, which searches read instead (much faster)."""
+    from receiver.search.cli import main_compact
+
+    return main_compact(argv)
+
+
 def _ui(argv: Sequence[str]) -> int:
     """Serve the search page over --dir on its own listener, behind a token."""
     from receiver.search.web_cli import main_ui
@@ -49,6 +56,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "send-test": send_test.main,
     "search": _search,
     "stats": _stats,
+    "compact": _compact,
     "ui": _ui,
 }
 

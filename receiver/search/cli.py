@@ -7,8 +7,10 @@ stderr and exit 2. Records go to stdout; progress and errors to stderr.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,3 +197,40 @@ def main_search(argv: Sequence[str]) -> int:
 
 def main_stats(argv: Sequence[str]) -> int:
     return guarded(run_stats, argv, "drain-receiver stats")
+
+
+def compact_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="drain-receiver compact",
+        description="Give every compressed file under DIR a Parquet twin, which searches read "
+        "instead of the gzip (much faster); remove twins whose .gz is gone. The .gz files stay "
+        "the archive: twins can be deleted at any time. `drain-receiver ui` (and the receiver's "
+        "--ui) runs this with --watch by itself; otherwise run it beside the receiver or from cron.")
+    parser.add_argument("--dir", type=Path, default=Path(os.environ.get("DRAIN_DIR", DEFAULT_DIR)),
+                        help="the receiver's --dir [env DRAIN_DIR] (default: %(default)s)")
+    parser.add_argument("--watch", type=float, metavar="SECONDS",
+                        help="keep compacting, a pass every SECONDS, until SIGTERM or Ctrl-C")
+    return parser
+
+
+def run_compact(argv: Sequence[str]) -> int:
+    from receiver.search.compact import run
+
+    args = compact_parser().parse_args(argv)
+    if args.watch is not None and args.watch <= 0:
+        raise UsageError("--watch must be a positive number of seconds")
+    if not args.dir.is_dir():
+        raise UsageError(f"{args.dir} is not a directory (give the receiver's --dir)")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _interrupt)
+    return run(args.dir, args.watch)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main_compact(argv: Sequence[str]) -> int:
+    code = guarded(run_compact, argv, "drain-receiver compact")
+    return 0 if code == 130 else code  # stopped by SIGTERM or Ctrl-C, as asked

@@ -3,7 +3,9 @@
 Each line is read as one text column (`raw`, the exact bytes written: the delimiter is a
 control byte that JSON never holds unescaped, and quoting is off), then its fields are taken
 out with DuckDB's JSON functions. A line still being appended (not valid JSON yet) is left
-for the next search. No lock is taken: the receiver never waits on a search.
+for the next search. A compressed file with a Parquet twin (receiver/search/compact.py) is read
+from the twin, whose columns are these very ones, already extracted. No lock is taken: the
+receiver never waits on a search.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from receiver.search.filters import Filters, where_clause
-from receiver.search.snapshot import OpenFile, Snapshot, take_snapshot
+from receiver.search.snapshot import GZIP_KIND, PARQUET_KIND, OpenFile, Snapshot, take_snapshot
 from receiver.sinks.files import stream_of_file
 from receiver.streams import LOGS
 
@@ -62,19 +64,37 @@ class SearchError(Exception):
     """A search that cannot run (bad SQL, unreadable file); the message is for the user."""
 
 
+def sql_string(text: str) -> str:
+    """`text` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def lines_sql(files: list[OpenFile]) -> str:
-    """A query giving one row per line of `files`, with the columns `raw` and `stream` (the
-    stream of the file the line is in: the sink names each file after its stream)."""
+    """A query giving one row per line of the text files among `files` (plain or gzip), with
+    the columns `raw` and `stream` (the stream of the file the line is in: the sink names each
+    file after its stream)."""
     groups: dict[tuple[str, bool], list[str]] = {}
     for opened in files:
+        if opened.kind == PARQUET_KIND:
+            continue
         stream = stream_of_file(opened.path.name) or LOGS
-        groups.setdefault((stream, opened.compressed), []).append(f"'{opened.reader_path}'")
+        groups.setdefault((stream, opened.kind == GZIP_KIND), []).append(sql_string(opened.reader_path))
     parts = [
         f"SELECT raw, '{stream}' AS stream FROM read_csv([{', '.join(paths)}], "
         f"{'compression=' + repr('gzip') + ', ' if compressed else ''}{CSV_OPTIONS})"
         for (stream, compressed), paths in sorted(groups.items())
     ]
     return " UNION ALL ".join(parts) or "SELECT NULL::VARCHAR AS raw, NULL::VARCHAR AS stream WHERE FALSE"
+
+
+def logs_sql(files: list[OpenFile]) -> str:
+    """The `logs` view over `files`: text files through records_sql, twins as they are."""
+    text = records_sql(lines_sql(files))
+    twins = [sql_string(opened.reader_path) for opened in files if opened.kind == PARQUET_KIND]
+    if not twins:
+        return text
+    names = ", ".join(f'"{name}"' for name in (*COLUMNS, "stream", "raw"))
+    return f"{text} UNION ALL SELECT {names} FROM read_parquet([{', '.join(twins)}])"
 
 
 def records_sql(lines: str) -> str:
@@ -152,7 +172,7 @@ def open_engine(root: Path, rejected: bool = False, threads: int | None = None) 
     with take_snapshot(root, rejected) as snapshot:
         connection = duckdb.connect(config={"threads": threads} if threads else {})
         try:
-            connection.execute(f"CREATE TEMP VIEW logs AS {records_sql(lines_sql(snapshot.files))}")
+            connection.execute(f"CREATE TEMP VIEW logs AS {logs_sql(snapshot.files)}")
             yield Engine(connection, snapshot)
         finally:
             connection.close()

@@ -21,7 +21,7 @@ import duckdb
 
 from receiver.search.engine import TABLE_COLUMNS, records_sql
 from receiver.search.filters import Filters, where_clause
-from receiver.search.snapshot import list_data_files
+from receiver.search.snapshot import PLAIN, list_data_files
 from receiver.sinks.files import stream_of_file
 from receiver.streams import LOGS
 
@@ -45,7 +45,7 @@ class Tails:
 
     def discover(self, at_end: bool) -> None:
         for candidates in list_data_files(self.root, self.rejected).values():
-            if candidates[0].name.endswith(".gz"):
+            if not candidates[0].name.endswith(PLAIN):
                 continue
             try:
                 fd = os.open(candidates[0], os.O_RDONLY | os.O_CLOEXEC)

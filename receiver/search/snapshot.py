@@ -5,7 +5,10 @@ The sink renames an active file when it rotates it, writes `X.ndjson.gz` next to
 keeps its content through a rename or an unlink), then lists the directory again and opens
 whatever appeared meanwhile, until a listing brings nothing new. Each file is read through
 its descriptor (`/proc/self/fd/N`), so a rename after the open changes nothing, and each
-record is read once: `X.ndjson` and `X.ndjson.gz` are one file, and one inode is opened once.
+record is read once: `X.ndjson`, `X.ndjson.gz` and its Parquet twin `X.ndjson.v1.parquet`
+(receiver/search/compact.py) are one file, and one inode is opened once. The twin is read when
+it is there with its `.gz` (it is renamed into place only once complete); a twin without its
+`.gz` (retention removed the archive) is never read.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from receiver.sinks.files import REJECTED_PARTITION
 
 PLAIN = ".ndjson"
 COMPRESSED = ".ndjson.gz"
+TWIN = ".ndjson.v1.parquet"
+PARTIAL_TWIN = TWIN + ".partial"
+PLAIN_KIND, GZIP_KIND, PARQUET_KIND = "plain", "gzip", "parquet"
 MAX_LISTINGS = 50
 
 
@@ -26,7 +32,7 @@ MAX_LISTINGS = 50
 class OpenFile:
     path: Path
     fd: int
-    compressed: bool
+    kind: str  # PLAIN_KIND, GZIP_KIND or PARQUET_KIND
 
     @property
     def reader_path(self) -> str:
@@ -58,18 +64,29 @@ class Snapshot:
         self.close()
 
 
+SUFFIXES = {PLAIN: PLAIN_KIND, COMPRESSED: GZIP_KIND, TWIN: PARQUET_KIND}
+KIND_ORDER = {PLAIN_KIND: 0, GZIP_KIND: 1, PARQUET_KIND: 2}
+
+
 def data_file_key(name: str) -> str | None:
-    """`logs-X.ndjson` and `logs-X.ndjson.gz` share the key `logs-X`; other names have none."""
-    if name.endswith(COMPRESSED):
-        return name[: -len(COMPRESSED)]
-    if name.endswith(PLAIN):
-        return name[: -len(PLAIN)]
+    """`logs-X.ndjson`, `logs-X.ndjson.gz` and `logs-X.ndjson.v1.parquet` share the key
+    `logs-X`; other names have none."""
+    kind = kind_of(name)
+    if kind is None:
+        return None
+    return name[: -len(next(s for s, k in SUFFIXES.items() if k == kind))]
+
+
+def kind_of(name: str) -> str | None:
+    for suffix, kind in SUFFIXES.items():
+        if name.endswith(suffix):
+            return kind
     return None
 
 
 def list_data_files(root: Path, rejected: bool = False) -> dict[Path, list[Path]]:
     """Every data file under `root` at any depth, grouped by key (directory + key): the plain
-    file first, the compressed one second, so a file caught mid-compression is read once."""
+    file first, the compressed one second, its twin third."""
     found: dict[Path, list[Path]] = {}
     for directory, subdirectories, names in os.walk(root):
         here = Path(directory)
@@ -77,7 +94,7 @@ def list_data_files(root: Path, rejected: bool = False) -> dict[Path, list[Path]
             subdirectories.remove(REJECTED_PARTITION)
         if here == root and rejected:
             subdirectories[:] = [d for d in subdirectories if d == REJECTED_PARTITION]
-        for name in sorted(names, key=lambda n: n.endswith(".gz")):
+        for name in sorted(names, key=lambda n: KIND_ORDER.get(kind_of(n) or "", 3)):
             key = data_file_key(name)
             if key is not None:
                 found.setdefault(here / key, []).append(here / name)
@@ -97,7 +114,11 @@ def take_snapshot(root: Path, rejected: bool = False) -> Snapshot:
         for key, candidates in list_data_files(root, rejected).items():
             if key in keys:
                 continue
-            opened = _open_first(candidates)
+            order = reading_order(candidates)
+            if not order:  # a twin without its archive
+                keys.add(key)
+                continue
+            opened = _open_first(order)
             if opened is None:
                 new = True  # every name went away between listing and open: list again
                 continue
@@ -114,11 +135,20 @@ def take_snapshot(root: Path, rejected: bool = False) -> Snapshot:
     return snapshot
 
 
+def reading_order(candidates: list[Path]) -> list[Path]:
+    """The names of one file to try, best first: the twin when its `.gz` is listed too, then
+    the plain file (mid-compression), then the `.gz`. A twin alone is left out."""
+    kinds = {kind_of(path.name): path for path in candidates}
+    if GZIP_KIND not in kinds:
+        return [kinds[PLAIN_KIND]] if PLAIN_KIND in kinds else []
+    return [kinds[k] for k in (PARQUET_KIND, PLAIN_KIND, GZIP_KIND) if k in kinds]
+
+
 def _open_first(candidates: list[Path]) -> OpenFile | None:
     for path in candidates:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             continue
-        return OpenFile(path, fd, path.name.endswith(".gz"))
+        return OpenFile(path, fd, kind_of(path.name) or PLAIN_KIND)
     return None

@@ -55,6 +55,10 @@ def main_ui(argv: Sequence[str]) -> int:
                         help="address to listen on [env DRAIN_UI_HOST] (default: %(default)s)")
     parser.add_argument("--port", type=int, default=int(env.get("DRAIN_UI_PORT", "8081")),
                         help="port to listen on [env DRAIN_UI_PORT] (default: %(default)s)")
+    parser.add_argument("--no-compact", action="store_true",
+                        default=env.get("DRAIN_UI_COMPACT", "true").lower() in ("0", "false", "no"),
+                        help="do not start `drain-receiver compact --watch` beside the page (it gives "
+                        "compressed files Parquet twins, so searches are fast) [env DRAIN_UI_COMPACT=false]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -70,7 +74,11 @@ def main_ui(argv: Sequence[str]) -> int:
         return 2
     import uvicorn
 
+    from receiver.search.compact import start_alongside
     from receiver.search.web import create_ui_app
+
+    if not args.no_compact:
+        start_alongside(args.dir)
 
     uvicorn.run(create_ui_app(args.dir, token), host=args.host, port=args.port, log_level="info",
                 access_log=False,
