@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver import metrics
+from receiver.archive.keys import parse_archive_url
+from receiver.archive.uploader import Uploader
 from receiver.dedupe import RecentIds
 from receiver.delivery import Drain, Limits, deliver, deliver_traces, header
 from receiver.otlp import PROTOBUF, media_type
@@ -42,10 +45,18 @@ def build_sinks(settings: Settings) -> list[Sink]:
     for name in settings.sinks:
         if name == "file":
             sinks.append(FileSink(settings.dir, settings.path_template, settings.max_file_bytes,
-                                  settings.keep_days, settings.fsync))
+                                  settings.keep_days, settings.fsync,
+                                  rotate_every=settings.rotate_every))
         else:
             sinks.append(StdoutSink(fsync=settings.fsync, lock_path=settings.stdout_lock))
     return sinks
+
+
+def build_uploader(settings: Settings) -> Uploader | None:
+    if not settings.archive:
+        return None
+    return Uploader(settings.dir, parse_archive_url(settings.archive), settings.path_template,
+                    settings.archive_host or socket.gethostname(), settings.archive_endpoint or None)
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -92,15 +103,21 @@ def create_app(settings: Settings) -> ASGIApp:
         return json_response(error.status_code, {"code": code, "error": message},
                              dict(error.headers or {}))
 
+    uploader = build_uploader(settings)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for sink in drain.sinks:
             sink.start()
+        if uploader is not None:
+            uploader.start()
         log.info("worker %d ready: sinks %s; %d secrets accepted", os.getpid(),
                  ", ".join(settings.sinks), len(drain.secrets()))
         try:
             yield
         finally:
+            if uploader is not None:
+                uploader.close()
             for sink in drain.sinks:
                 sink.close()
             log.info("worker %d: sinks flushed and closed", os.getpid())
