@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -116,10 +117,14 @@ def create_app(settings: Settings) -> ASGIApp:
         try:
             yield
         finally:
-            if uploader is not None:
-                uploader.close()
+            if uploader is not None:  # ship what was written, within the shutdown timeout
+                for sink in drain.sinks:
+                    if isinstance(sink, FileSink):
+                        sink.rotate_now()
             for sink in drain.sinks:
                 sink.close()
+            if uploader is not None:
+                await asyncio.to_thread(uploader.finish, settings.shutdown_timeout)
             log.info("worker %d: sinks flushed and closed", os.getpid())
 
     starlette = Starlette(

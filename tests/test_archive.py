@@ -234,3 +234,18 @@ def test_a_large_file_goes_in_parts_and_arrives_whole(tmp_path: Path, s3: Any, b
     head = s3.head_object(Bucket=bucket, Key="big.ndjson.gz")
     assert head["ETag"].strip('"').endswith("-2")  # two parts (8 MiB chunks)
     assert s3.get_object(Bucket=bucket, Key="big.ndjson.gz")["Body"].read() == content
+
+
+def test_sigterm_rotates_the_active_files_and_uploads_them_before_exiting(
+        tmp_path: Path, endpoint: str, s3: Any, bucket: str) -> None:
+    data = tmp_path / "data"
+    args = archive_args(data, f"s3://{bucket}/p", endpoint, "pod-a", "--rotate-every", "1h")
+    sent = lines_of(range(120))
+    env = {"DRAIN_SECRET": SECRET, **aws_env(tmp_path)}
+    with running_receiver(tmp_path, args, env=env) as receiver:
+        post_all(receiver, sent)
+        assert not objects(s3, bucket)  # nothing is finished yet: the records are in the active file
+        assert receiver.stop(signal.SIGTERM) == 0
+        assert "every finished file uploaded before shutdown" in receiver.stderr()
+    assert not local_data(data)
+    assert archived_lines(s3, bucket) == sent

@@ -64,6 +64,22 @@ class Uploader:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def finish(self, seconds: float) -> None:
+        """At shutdown: stop the thread, then upload what waits, starting no upload after
+        `seconds`; what is left stays on disk for the next start, and is logged."""
+        deadline = time.monotonic() + seconds
+        self.close(seconds)
+        failed = self.upload_waiting(deadline)
+        left = self._waiting()
+        if failed is not None:
+            metrics.ARCHIVE_UPLOAD_ERRORS.inc()
+            log.error("cannot upload %s at shutdown: %s", failed[0], failed[1])
+        if left:
+            log.warning("%d finished files (%d bytes) not uploaded at shutdown; they stay under %s "
+                        "for the next start", len(left), sum(size for _, size, _ in left), self.root)
+        elif self._client is not None:
+            log.info("archive: every finished file uploaded before shutdown")
+
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
@@ -84,12 +100,13 @@ class Uploader:
                           path, self.target.url(self.target.prefix), wait, error)
             self._stop.wait(wait)
 
-    def upload_waiting(self) -> tuple[Path, UploadError] | None:
-        """Upload every finished file, oldest first; stop at the first failure and return it."""
+    def upload_waiting(self, deadline: float | None = None) -> tuple[Path, UploadError] | None:
+        """Upload every finished file, oldest first; stop at the first failure and return it.
+        Without `deadline`, stop when `close` is called; with it, start no upload after it."""
         waiting = self._waiting()
         _count_waiting(waiting)
         for done, (_, _, path) in enumerate(waiting, 1):
-            if self._stop.is_set():
+            if self._stop.is_set() if deadline is None else time.monotonic() > deadline:
                 return None
             try:
                 self._upload_one(path)

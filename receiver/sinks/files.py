@@ -329,6 +329,11 @@ class FileSink:
         for key in list(self._files):
             self._rotate(key)
 
+    def rotate_now(self) -> None:
+        """Rotate every active file (at shutdown, so the archive can ship all that was written)."""
+        with self._lock:
+            self._rotate_all()
+
     def _rotate_old(self) -> None:
         """Rotate every active file that holds data and has been open `rotate_every` seconds."""
         with self._lock:
