@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver import metrics
 from receiver.archive.keys import parse_archive_url
+from receiver.archive.spool import SpoolGuard
 from receiver.archive.uploader import Uploader
 from receiver.dedupe import RecentIds
 from receiver.delivery import Drain, Limits, deliver, deliver_traces, header
@@ -62,8 +63,12 @@ def build_uploader(settings: Settings) -> Uploader | None:
 
 def create_app(settings: Settings) -> ASGIApp:
     """The receiver as one ASGI app: deliveries go straight to `deliver`, the rest to Starlette."""
+    uploader = build_uploader(settings)
+    sinks = build_sinks(settings)
+    if uploader is not None and settings.spool_max_bytes:
+        sinks.insert(0, SpoolGuard(uploader, settings.spool_max_bytes))  # first: a refusal writes nothing
     drain = Drain(
-        sinks=build_sinks(settings),
+        sinks=sinks,
         limits=Limits(settings.max_body_bytes, settings.max_decompressed_bytes,
                       settings.max_inflight_bytes, settings.body_timeout),
         env_secrets=settings.secrets,
@@ -103,8 +108,6 @@ def create_app(settings: Settings) -> ASGIApp:
         message = ERROR_MESSAGES.get(error.status_code, error.detail)
         return json_response(error.status_code, {"code": code, "error": message},
                              dict(error.headers or {}))
-
-    uploader = build_uploader(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -69,6 +69,7 @@ class Settings:
     archive_endpoint: str = ""
     archive_host: str = ""
     rotate_every: float = 0.0
+    spool_max_bytes: int = 0
 
 
 def parse_size(text: str) -> int:
@@ -289,6 +290,9 @@ def build_parser(env: Mapping[str, str], epilog: str = "") -> argparse.ArgumentP
     option("--rotate-every", "DRAIN_ROTATE_EVERY", None,
            "rotate an active file holding data once it is this old (e.g. 5m; 0: off) "
            "(unset: 5m with --archive, else off)", type=parse_duration)
+    option("--spool-max-bytes", "DRAIN_SPOOL_MAX_BYTES", "0",
+           "with --archive, answer 503 (and /readyz unready) while finished files waiting for "
+           "upload hold more than this (0: no limit)", type=parse_size)
     parser.set_defaults(_checks=checks, _env_errors=env_errors)
     return parser
 
@@ -348,6 +352,7 @@ def load_settings(
         archive_endpoint=args.archive_endpoint,
         archive_host=args.archive_host,
         rotate_every=rotate_every,
+        spool_max_bytes=args.spool_max_bytes,
     )
 
 

@@ -249,3 +249,33 @@ def test_sigterm_rotates_the_active_files_and_uploads_them_before_exiting(
         assert "every finished file uploaded before shutdown" in receiver.stderr()
     assert not local_data(data)
     assert archived_lines(s3, bucket) == sent
+
+
+def test_past_spool_max_bytes_deliveries_get_a_503_that_writes_nothing_until_the_store_is_back(
+        tmp_path: Path) -> None:
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    args = archive_args(data, "s3://spool-bucket", endpoint, "pod-a", "--rotate-every", "0.5s",
+                        "--spool-max-bytes", "100")
+    first, refused, last = lines_of(range(50)), lines_of(range(50, 60)), lines_of(range(60, 70))
+    env = {"DRAIN_SECRET": SECRET, **aws_env(tmp_path)}
+    with running_receiver(tmp_path, args, env=env) as receiver:
+        post_all(receiver, first)
+        wait_for(lambda: httpx.get(receiver.url + "/readyz").status_code == 503, what="unready")
+        problems = httpx.get(receiver.url + "/readyz").json()["problems"]
+        assert any("past --spool-max-bytes 100 " in problem for problem in problems), problems
+        response = receiver.post(b"".join(line + b"\n" for line in refused), SECRET)
+        assert response.status_code == 503
+        assert response.json()["code"] == "sink_unavailable"
+        assert "past --spool-max-bytes 100 " in receiver.stderr()
+        assert all(path.name.endswith(".gz") for path in local_data(data))  # no active file with data
+        with s3_server(port):
+            s3 = s3_client(endpoint, tmp_path)
+            s3.create_bucket(Bucket="spool-bucket")
+            wait_for(lambda: httpx.get(receiver.url + "/readyz").status_code == 200, timeout=60,
+                     what="ready again once the files shipped")
+            post_all(receiver, last)
+            wait_for(lambda: not local_data(data), what="everything shipped")
+            archived = archived_lines(s3, "spool-bucket")
+    assert sorted(archived) == sorted(first + last)  # the refused batch was written nowhere

@@ -52,6 +52,7 @@ class Uploader:
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _refused: set[Path] = field(default_factory=set, init=False)
+    waiting_bytes: int = field(default=0, init=False)
 
     def start(self) -> None:
         self._client = make_client(self.endpoint)
@@ -104,7 +105,7 @@ class Uploader:
         """Upload every finished file, oldest first; stop at the first failure and return it.
         Without `deadline`, stop when `close` is called; with it, start no upload after it."""
         waiting = self._waiting()
-        _count_waiting(waiting)
+        self._count_waiting(waiting)
         for done, (_, _, path) in enumerate(waiting, 1):
             if self._stop.is_set() if deadline is None else time.monotonic() > deadline:
                 return None
@@ -112,7 +113,7 @@ class Uploader:
                 self._upload_one(path)
             except UploadError as error:
                 return path, error
-            _count_waiting(waiting[done:])
+            self._count_waiting(waiting[done:])
         return None
 
     def _waiting(self) -> list[tuple[float, int, Path]]:
@@ -157,8 +158,8 @@ class Uploader:
         log.info("uploaded %s to %s (%d bytes, %.2f s); deleted it here", path, self.target.url(key),
                  stat.st_size, time.monotonic() - started)
 
-
-def _count_waiting(waiting: list[tuple[float, int, Path]]) -> None:
-    metrics.ARCHIVE_WAITING_FILES.set(len(waiting))
-    metrics.ARCHIVE_WAITING_BYTES.set(sum(size for _, size, _ in waiting))
-    metrics.ARCHIVE_OLDEST_WAITING_SECONDS.set(max(0.0, time.time() - waiting[0][0]) if waiting else 0)
+    def _count_waiting(self, waiting: list[tuple[float, int, Path]]) -> None:
+        self.waiting_bytes = sum(size for _, size, _ in waiting)
+        metrics.ARCHIVE_WAITING_FILES.set(len(waiting))
+        metrics.ARCHIVE_WAITING_BYTES.set(self.waiting_bytes)
+        metrics.ARCHIVE_OLDEST_WAITING_SECONDS.set(max(0.0, time.time() - waiting[0][0]) if waiting else 0)
