@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +18,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver import metrics
+from receiver.archive.keys import parse_archive_url
+from receiver.archive.spool import SpoolGuard
+from receiver.archive.uploader import Uploader
 from receiver.dedupe import RecentIds
 from receiver.delivery import Drain, Limits, deliver, deliver_traces, header
 from receiver.otlp import PROTOBUF, media_type
@@ -42,16 +47,28 @@ def build_sinks(settings: Settings) -> list[Sink]:
     for name in settings.sinks:
         if name == "file":
             sinks.append(FileSink(settings.dir, settings.path_template, settings.max_file_bytes,
-                                  settings.keep_days, settings.fsync))
+                                  settings.keep_days, settings.fsync,
+                                  rotate_every=settings.rotate_every))
         else:
             sinks.append(StdoutSink(fsync=settings.fsync, lock_path=settings.stdout_lock))
     return sinks
 
 
+def build_uploader(settings: Settings) -> Uploader | None:
+    if not settings.archive:
+        return None
+    return Uploader(settings.dir, parse_archive_url(settings.archive), settings.path_template,
+                    settings.archive_host or socket.gethostname(), settings.archive_endpoint or None)
+
+
 def create_app(settings: Settings) -> ASGIApp:
     """The receiver as one ASGI app: deliveries go straight to `deliver`, the rest to Starlette."""
+    uploader = build_uploader(settings)
+    sinks = build_sinks(settings)
+    if uploader is not None and settings.spool_max_bytes:
+        sinks.insert(0, SpoolGuard(uploader, settings.spool_max_bytes))  # first: a refusal writes nothing
     drain = Drain(
-        sinks=build_sinks(settings),
+        sinks=sinks,
         limits=Limits(settings.max_body_bytes, settings.max_decompressed_bytes,
                       settings.max_inflight_bytes, settings.body_timeout),
         env_secrets=settings.secrets,
@@ -96,13 +113,21 @@ def create_app(settings: Settings) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for sink in drain.sinks:
             sink.start()
+        if uploader is not None:
+            uploader.start()
         log.info("worker %d ready: sinks %s; %d secrets accepted", os.getpid(),
                  ", ".join(settings.sinks), len(drain.secrets()))
         try:
             yield
         finally:
+            if uploader is not None:  # ship what was written, within the shutdown timeout
+                for sink in drain.sinks:
+                    if isinstance(sink, FileSink):
+                        sink.rotate_now()
             for sink in drain.sinks:
                 sink.close()
+            if uploader is not None:
+                await asyncio.to_thread(uploader.finish, settings.shutdown_timeout)
             log.info("worker %d: sinks flushed and closed", os.getpid())
 
     starlette = Starlette(

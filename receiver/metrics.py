@@ -62,6 +62,24 @@ LAST_WRITE_TIMESTAMP = Gauge(
     "Unix time of the last batch every sink wrote",
     multiprocess_mode="max",
 )
+ARCHIVE_UPLOADED_BYTES = Counter("drain_archive_uploaded_bytes", "Bytes of finished files uploaded")
+ARCHIVE_UPLOADED_OBJECTS = Counter("drain_archive_uploaded_objects", "Finished files uploaded")
+ARCHIVE_UPLOAD_ERRORS = Counter("drain_archive_upload_errors", "Upload rounds that failed (retried)")
+# Every worker's uploader sees every waiting file: the max, not the sum, is the number on disk.
+ARCHIVE_WAITING_FILES = Gauge(
+    "drain_archive_waiting_files", "Finished files waiting for upload", multiprocess_mode="livemax"
+)
+ARCHIVE_WAITING_BYTES = Gauge(
+    "drain_archive_waiting_bytes", "Bytes of finished files waiting for upload", multiprocess_mode="livemax"
+)
+ARCHIVE_OLDEST_WAITING_SECONDS = Gauge(
+    "drain_archive_oldest_waiting_seconds", "Age of the oldest finished file waiting for upload",
+    multiprocess_mode="livemax",
+)
+ARCHIVE_LAST_SUCCESS_TIMESTAMP = Gauge(
+    "drain_archive_last_success_timestamp_seconds", "Unix time of the last upload the store confirmed",
+    multiprocess_mode="max",
+)
 
 # The hot path's own series, looked up once rather than per request.
 WIRE_BYTES = RECEIVED_BYTES.labels("wire")

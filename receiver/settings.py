@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from receiver.archive.keys import parse_archive_url
 from receiver.secret_file import (
     SECRET_FILE_ENV,
     VERIFY_FILE_ENV,
@@ -24,6 +25,8 @@ from receiver.sinks.files import DEFAULT_TEMPLATE, check_template
 
 SINK_NAMES = ("stdout", "file")
 LOG_FORMATS = ("plain", "json")
+ARCHIVE_ROTATE_EVERY = 300.0  # --rotate-every's default with --archive
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 WORKER_SETTINGS_ENV = "DRAIN_WORKER_SETTINGS"
 MIB = 1024 * 1024
@@ -62,6 +65,11 @@ class Settings:
     verify_token: str | None = None
     verify_file: Path = Path("drain-verify")
     ui: bool = False
+    archive: str = ""
+    archive_endpoint: str = ""
+    archive_host: str = ""
+    rotate_every: float = 0.0
+    spool_max_bytes: int = 0
 
 
 def parse_size(text: str) -> int:
@@ -70,6 +78,24 @@ def parse_size(text: str) -> int:
     if not match or match.group(2).lower() not in SIZE_UNITS:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 1048576, 512KiB, 32MiB)")
     return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+
+
+def parse_duration(text: str) -> float:
+    """`300`, `90s`, `5m`, `1h`, `0.5s` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in DURATION_UNITS:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 300, 90s, 5m, 1h)")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
+
+
+def _archive_url(text: str) -> str:
+    if not text.strip():
+        return ""  # no archive
+    try:
+        parse_archive_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text.strip()
 
 
 def parse_umask(text: str) -> int:
@@ -254,6 +280,19 @@ def build_parser(env: Mapping[str, str], epilog: str = "") -> argparse.ArgumentP
     option("--ui", "DRAIN_UI", "false", "also serve the search page over --dir on its own listener "
            "(drain-receiver ui; DRAIN_UI_HOST, DRAIN_UI_PORT, default 127.0.0.1:8081)",
            type=parse_bool, nargs="?", const=True)
+    option("--archive", "DRAIN_ARCHIVE", "",
+           "upload the file sink's finished files to s3://BUCKET/PREFIX, then delete them here "
+           "(credentials and region from the standard AWS chain)", type=_archive_url)
+    option("--archive-endpoint", "DRAIN_ARCHIVE_ENDPOINT", "",
+           "URL of an S3-compatible store for --archive (R2, MinIO, GCS...; default: AWS S3)")
+    option("--archive-host", "DRAIN_ARCHIVE_HOST", "",
+           "this replica's name in archive object keys (default: the host or pod name)")
+    option("--rotate-every", "DRAIN_ROTATE_EVERY", None,
+           "rotate an active file holding data once it is this old (e.g. 5m; 0: off) "
+           "(unset: 5m with --archive, else off)", type=parse_duration)
+    option("--spool-max-bytes", "DRAIN_SPOOL_MAX_BYTES", "0",
+           "with --archive, answer 503 (and /readyz unready) while finished files waiting for "
+           "upload hold more than this (0: no limit)", type=parse_size)
     parser.set_defaults(_checks=checks, _env_errors=env_errors)
     return parser
 
@@ -275,6 +314,11 @@ def load_settings(
         problem = check(getattr(args, dest))
         if problem:
             parser.error(f"{flag} (env {variable}) {problem}")
+    if args.archive and "file" not in sinks:
+        parser.error("--archive (env DRAIN_ARCHIVE) uploads the file sink's files: add --sink file")
+    rotate_every = args.rotate_every
+    if rotate_every is None:
+        rotate_every = ARCHIVE_ROTATE_EVERY if args.archive else 0.0
     return Settings(
         host=args.host,
         port=args.port,
@@ -304,6 +348,11 @@ def load_settings(
         verify_token=env.get("DRAIN_VERIFY_TOKEN", "").strip() or None,
         verify_file=verify_path_from_env(env),
         ui=args.ui,
+        archive=args.archive,
+        archive_endpoint=args.archive_endpoint,
+        archive_host=args.archive_host,
+        rotate_every=rotate_every,
+        spool_max_bytes=args.spool_max_bytes,
     )
 
 

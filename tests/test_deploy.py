@@ -619,8 +619,9 @@ def test_image_runs_as_non_root_has_a_healthcheck_and_is_small(image: str, pytho
     # localhost/python-base:bookworm alone is ~272 MB; python:3.12-slim is ~125 MB.
     base_size = int(podman("image", "inspect", "--format", "{{.Size}}", python_base).stdout)
     print(f"added to the base image: {(size - base_size) / 1e6:.1f} MB")
-    # DuckDB, for search and its page in the same container, is 66 MB of the ~116 MB added.
-    assert size - base_size < 130e6, "the receiver's layers should stay small"
+    # DuckDB (search and its page in the same container) is 66 MB of the ~150 MB added, and
+    # botocore (the archive) ~30 MB.
+    assert size - base_size < 170e6, "the receiver's layers should stay small"
 
 
 @container_tests

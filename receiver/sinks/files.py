@@ -15,7 +15,10 @@ Partitions are opened one directory at a time from `root` without following syml
 files with `O_NOFOLLOW`: a symlink planted under `root` is refused, never written through.
 A batch is written with one `write` per file and the file is cut back to its previous length if
 that write fails, so a file never holds a torn line. Rotation renames the active file and
-leaves compression and retention to a background thread, off the request path.
+leaves compression and retention to a background thread, off the request path. With
+`rotate_every`, that thread also rotates an active file holding data once it has been open that
+long (so a quiet receiver's records still leave for the archive within minutes), and a start
+rotates the active files a previous run left with data.
 """
 
 from __future__ import annotations
@@ -135,6 +138,7 @@ class _ActiveFile:
     size: int
     inode: tuple[int, int]
     dir_fd: int | None = None
+    opened: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -147,6 +151,7 @@ class FileSink:
     keep_days: int = 0
     fsync: bool = False
     clock: Callable[[], float] = time.time
+    rotate_every: float = 0.0
     name: str = "file"
     _files: dict[tuple[str, str], _ActiveFile] = field(default_factory=dict, init=False)
     _day: str = field(default="", init=False)
@@ -156,6 +161,7 @@ class FileSink:
     _slot: int = field(default=0, init=False)
     _slot_fd: int | None = field(default=None, init=False)
     _names: FileNames = field(default=FileNames(""), init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         check_template(self.template)
@@ -175,6 +181,10 @@ class FileSink:
             self._compress_queue.put(rotated)
 
     def write(self, batch: Batch) -> None:
+        with self._lock:  # the background thread rotates by age (`rotate_every`) under it too
+            self._write(batch)
+
+    def _write(self, batch: Batch) -> None:
         now = self.clock()
         day = _utc_day(now)
         if day != self._day:
@@ -228,10 +238,11 @@ class FileSink:
         return None
 
     def close(self) -> None:
-        for active in self._files.values():
-            _close_quietly(active.fd, fsync=True)
-            _close_quietly(active.dir_fd)
-        self._files.clear()
+        with self._lock:
+            for active in self._files.values():
+                _close_quietly(active.fd, fsync=True)
+                _close_quietly(active.dir_fd)
+            self._files.clear()
         if self._worker is not None:
             self._compress_queue.put(None)
             self._worker.join(timeout=10)
@@ -318,10 +329,23 @@ class FileSink:
         for key in list(self._files):
             self._rotate(key)
 
+    def rotate_now(self) -> None:
+        """Rotate every active file (at shutdown, so the archive can ship all that was written)."""
+        with self._lock:
+            self._rotate_all()
+
+    def _rotate_old(self) -> None:
+        """Rotate every active file that holds data and has been open `rotate_every` seconds."""
+        with self._lock:
+            cutoff = time.monotonic() - self.rotate_every
+            for key, active in list(self._files.items()):
+                if active.size and active.opened <= cutoff:
+                    self._rotate(key)
+
     def _recover_active_files(self) -> None:
         """This worker's active files, as a crash or a stop left them: a torn last line is
         moved to the rejects (the rejects file's own first), and a file last written on an
-        earlier day (a restart after midnight) is rotated."""
+        earlier day (a restart after midnight), or any file with `rotate_every`, is rotated."""
         rejected = self.root / REJECTED_PARTITION
         paths = sorted(self._find(lambda name: self._names.stream_of_active(name) is not None),
                        key=lambda p: p.parent != rejected)
@@ -339,7 +363,7 @@ class FileSink:
                 _move_torn_tail(active, self.root, self._names.active(stream))
             finally:
                 os.close(fd)
-            if _utc_day(stat.st_mtime) != self._day:
+            if self.rotate_every or _utc_day(stat.st_mtime) != self._day:
                 self._rename_rotated(path, stream)
 
     def _rename_rotated(self, path: Path, stream: str, dir_fd: int | None = None) -> Path:
@@ -387,12 +411,15 @@ class FileSink:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         next_prune = 0.0
+        wait = min(60.0, self.rotate_every / 4) if self.rotate_every else 60.0
         while True:
             if self.keep_days and self._slot == 0 and time.monotonic() >= next_prune:
                 self._prune()
                 next_prune = time.monotonic() + RETENTION_INTERVAL_SECONDS
+            if self.rotate_every:
+                self._rotate_old()
             try:
-                rotated = self._compress_queue.get(timeout=60)
+                rotated = self._compress_queue.get(timeout=wait)
             except queue.Empty:
                 continue
             if rotated is None:
