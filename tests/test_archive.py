@@ -190,13 +190,13 @@ def test_a_receiver_killed_with_sigkill_finishes_the_upload_at_its_next_start(
     env = {"DRAIN_SECRET": SECRET, **aws_env(tmp_path)}
     with running_receiver(tmp_path, args, env=env) as receiver:
         post_all(receiver, sent)
-        wait_for(lambda: "NoSuchBucket" in receiver.stderr(), what="an upload refused")
-        wait_for(lambda: not list(data.rglob("logs-*.ndjson")), what="rotated files compressed")
+        wait_for(lambda: "NoSuchBucket" in receiver.stderr(), timeout=90, what="an upload refused")
+        wait_for(lambda: not list(data.rglob("logs-*.ndjson")), timeout=90, what="rotated files compressed")
         assert list(data.rglob("logs-*.ndjson.gz")) and list(data.rglob("logs.ndjson"))
         receiver.stop(signal.SIGKILL)
     s3.create_bucket(Bucket=bucket)
     with running_receiver(tmp_path, args, env=env):
-        wait_for(lambda: not local_data(data), what="the last run's files uploaded")
+        wait_for(lambda: not local_data(data), timeout=90, what="the last run's files uploaded")
     archived = objects(s3, bucket)
     assert b"".join(archived[key] for key in sorted(archived)) == b"".join(line + b"\n" for line in sent)
 
