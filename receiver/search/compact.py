@@ -14,14 +14,12 @@ the delivery path.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
 import re
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import duckdb
 
+from receiver.search.child import start_child
 from receiver.search.engine import CSV_OPTIONS, records_sql, sql_string
 from receiver.search.snapshot import COMPRESSED, PARTIAL_TWIN, TWIN
 from receiver.sinks.files import stream_of_file
@@ -175,18 +174,5 @@ def wait_for_parent(seconds: float) -> bool:
 
 def start_alongside(root: Path) -> subprocess.Popen[bytes]:
     """`drain-receiver compact --watch` as a child process, stopped when this one exits."""
-    child = subprocess.Popen([sys.executable, "-m", "receiver", "compact", "--dir", str(root),
-                              "--watch", str(WATCH_SECONDS)],
-                             env={**os.environ, PARENT_ENV: str(os.getpid())})
-    log.info("started the compactor (pid %d) over %s", child.pid, root)
-
-    def stop() -> None:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-
-    atexit.register(stop)
-    return child
+    return start_child(["compact", "--dir", str(root), "--watch", str(WATCH_SECONDS)],
+                       f"compactor over {root}", env={**os.environ, PARENT_ENV: str(os.getpid())})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import logging
 import os
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from receiver.search.child import start_child
 from receiver.secret_file import new_secret, read_secrets, secret_path_from_env, write_secrets
 
 log = logging.getLogger("receiver.ui")
@@ -90,16 +90,4 @@ def start_ui_alongside(root: Path) -> subprocess.Popen[bytes]:
     """`--ui` on the receiver: `drain-receiver ui` as a child process, so a search takes its
     own CPU and never holds up the receiver's event loop; stopped when the receiver exits."""
     root.mkdir(parents=True, exist_ok=True)
-    child = subprocess.Popen([sys.executable, "-m", "receiver", "ui", "--dir", str(root)])
-    log.info("started the search page (pid %d) over %s", child.pid, root)
-
-    def stop() -> None:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-
-    atexit.register(stop)
-    return child
+    return start_child(["ui", "--dir", str(root)], f"search page over {root}")
