@@ -58,7 +58,8 @@ def build_uploader(settings: Settings) -> Uploader | None:
     if not settings.archive:
         return None
     return Uploader(settings.dir, parse_archive_url(settings.archive), settings.path_template,
-                    settings.archive_host or socket.gethostname(), settings.archive_endpoint or None)
+                    settings.archive_host or socket.gethostname(), settings.archive_endpoint or None,
+                    read_timeout=settings.archive_timeout)
 
 
 def create_app(settings: Settings) -> ASGIApp:

@@ -68,6 +68,7 @@ class Settings:
     archive: str = ""
     archive_endpoint: str = ""
     archive_host: str = ""
+    archive_timeout: float = 60.0
     rotate_every: float = 0.0
     spool_max_bytes: int = 0
 
@@ -287,6 +288,9 @@ def build_parser(env: Mapping[str, str], epilog: str = "") -> argparse.ArgumentP
            "URL of an S3-compatible store for --archive (R2, MinIO, GCS...; default: AWS S3)")
     option("--archive-host", "DRAIN_ARCHIVE_HOST", "",
            "this replica's name in archive object keys (default: the host or pod name)")
+    option("--archive-timeout", "DRAIN_ARCHIVE_TIMEOUT", "60s",
+           "give up on a request to the store that has not answered in this long (e.g. 30s), "
+           "and retry it", above_zero, type=parse_duration)
     option("--rotate-every", "DRAIN_ROTATE_EVERY", None,
            "rotate an active file holding data once it is this old (e.g. 5m; 0: off) "
            "(unset: 5m with --archive, else off)", type=parse_duration)
@@ -351,6 +355,7 @@ def load_settings(
         archive=args.archive,
         archive_endpoint=args.archive_endpoint,
         archive_host=args.archive_host,
+        archive_timeout=args.archive_timeout,
         rotate_every=rotate_every,
         spool_max_bytes=args.spool_max_bytes,
     )

@@ -9,6 +9,14 @@ A file below `multipart_bytes` goes in one PutObject with `Content-MD5`, which e
 S3-compatible store verifies before it stores anything (a mismatch is refused, never kept).
 A larger one goes through the transfer manager in parts, each with the SDK's checksum
 (CRC32, verified by AWS S3 per part), and its stored size is compared with the file's after.
+A multipart upload that fails is aborted by the transfer manager; one a kill left behind holds
+parts of the same key, and `abort_incomplete` removes it once the file is uploaded whole.
+
+Each request waits at most `connect_timeout` to connect and `read_timeout` for each read of an
+answer (a store that stops answering is given up on, not waited on forever), and is tried
+`MAX_ATTEMPTS` times in all, with botocore's standard retry mode (exponential backoff with
+jitter, on 500, 503 SlowDown, throttling, timeouts and dropped connections). What still fails
+is the uploader's to retry, in its next round.
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ from receiver.archive.keys import ArchiveTarget
 
 MIB = 1024 * 1024
 MULTIPART_BYTES = 16 * MIB
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 60.0  # botocore's default; a 16 MiB part is answered once it is received
+MAX_ATTEMPTS = 3  # in all (botocore's `max_attempts` would count retries only: 4 in all)
 CONTENT_TYPE = "application/gzip"  # not Content-Encoding: readers must get the .gz bytes as stored
 
 
@@ -32,14 +43,14 @@ class UploadError(Exception):
     """An upload did not complete; the file stays on disk for the next try."""
 
 
-def make_client(endpoint: str | None) -> Any:
+def make_client(endpoint: str | None, read_timeout: float = READ_TIMEOUT) -> Any:
     """An S3 client with the standard AWS chain's credentials and region (us-east-1 if none is
     configured, which S3-compatible stores accept), path-style addressing for `endpoint`."""
     session = boto3.session.Session()
     config = Config(
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=5,
-        read_timeout=60,
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
         s3={"addressing_style": "path"} if endpoint else {},
     )
     return session.client("s3", endpoint_url=endpoint or None, config=config,
@@ -70,6 +81,26 @@ def upload(client: Any, file: BinaryIO, size: int, target: ArchiveTarget, key: s
         raise UploadError(describe(error)) from error
     if stored != size:
         raise UploadError(f"the store holds {stored} bytes for {target.url(key)}, the file has {size}")
+
+
+def abort_incomplete(client: Any, target: ArchiveTarget, key: str) -> int:
+    """Abort the multipart uploads of `key` left incomplete (by a kill mid-upload: their parts
+    are kept, and billed, until aborted); returns how many. Call it only while holding the
+    file's lock, after its upload is complete, so none of them is still in progress."""
+    aborted = 0
+    try:
+        pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=target.bucket, Prefix=key)
+        for page in pages:
+            for stale in page.get("Uploads", []):
+                if stale["Key"] == key:
+                    client.abort_multipart_upload(Bucket=target.bucket, Key=key,
+                                                  UploadId=stale["UploadId"])
+                    aborted += 1
+    except Exception as error:
+        raise UploadError(f"{describe(error)} (the credentials need s3:ListBucketMultipartUploads "
+                          "on the bucket and s3:AbortMultipartUpload on the prefix; else let the "
+                          "bucket's lifecycle rule AbortIncompleteMultipartUpload remove them)") from error
+    return aborted
 
 
 def describe(error: Exception) -> str:

@@ -4,7 +4,8 @@ Every `scan_seconds` it lists the finished files under the sink's root (any work
 receiver restarted with fewer workers still ships the others' files), oldest first, and for
 each one: takes an exclusive `flock` on it (so two workers never upload one file at once),
 uploads it under its key (`keys.object_key`), and once the store has confirmed the bytes,
-deletes it. A crash at any point leaves the file on disk, and the next run uploads it again
+deletes it (and, for a file sent in parts, aborts any multipart upload of its key that a kill
+left incomplete). A crash at any point leaves the file on disk, and the next run uploads it again
 under the same key, with the same bytes: the object is written whole or not at all, never
 twice with different content. When an upload fails, the round stops and the next one waits
 longer (1 s, doubling, at most `MAX_BACKOFF_SECONDS`), so a store that is down is not hammered.
@@ -25,7 +26,14 @@ from typing import Any
 
 from receiver import metrics
 from receiver.archive.keys import ArchiveTarget, is_finished, object_key
-from receiver.archive.store import MULTIPART_BYTES, UploadError, make_client, upload
+from receiver.archive.store import (
+    MULTIPART_BYTES,
+    READ_TIMEOUT,
+    UploadError,
+    abort_incomplete,
+    make_client,
+    upload,
+)
 
 log = logging.getLogger("receiver.archive")
 
@@ -48,6 +56,7 @@ class Uploader:
     endpoint: str | None = None
     scan_seconds: float = 1.0
     multipart_bytes: int = MULTIPART_BYTES
+    read_timeout: float = READ_TIMEOUT
     _client: Any = field(default=None, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
@@ -55,7 +64,7 @@ class Uploader:
     waiting_bytes: int = field(default=0, init=False)
 
     def start(self) -> None:
-        self._client = make_client(self.endpoint)
+        self._client = make_client(self.endpoint, self.read_timeout)
         self._thread = threading.Thread(target=self._run, name="archive", daemon=True)
         self._thread.start()
 
@@ -152,11 +161,24 @@ class Uploader:
             started = time.monotonic()
             upload(self._client, file, stat.st_size, self.target, key, self.multipart_bytes)
             path.unlink(missing_ok=True)
+            if stat.st_size >= self.multipart_bytes:
+                self._abort_incomplete(key)
         metrics.ARCHIVE_UPLOADED_BYTES.inc(stat.st_size)
         metrics.ARCHIVE_UPLOADED_OBJECTS.inc()
         metrics.ARCHIVE_LAST_SUCCESS_TIMESTAMP.set(time.time())
         log.info("uploaded %s to %s (%d bytes, %.2f s); deleted it here", path, self.target.url(key),
                  stat.st_size, time.monotonic() - started)
+
+    def _abort_incomplete(self, key: str) -> None:
+        try:
+            aborted = abort_incomplete(self._client, self.target, key)
+        except UploadError as error:
+            log.warning("uploaded %s, but cannot look for incomplete uploads of it: %s",
+                        self.target.url(key), error)
+            return
+        if aborted:
+            log.info("aborted %d incomplete multipart uploads of %s (left by an earlier run)",
+                     aborted, self.target.url(key))
 
     def _count_waiting(self, waiting: list[tuple[float, int, Path]]) -> None:
         self.waiting_bytes = sum(size for _, size, _ in waiting)
