@@ -116,7 +116,12 @@ def archived_lines(s3: Any, bucket: str, prefix: str = "") -> list[bytes]:
 
 def local_data(root: Path) -> list[Path]:
     """Files under `root` that still hold records (finished or active, not rejects)."""
-    return [p for p in root.rglob("logs*.ndjson*") if p.stat().st_size and "rejected" not in p.parts]
+    found = []
+    for path in root.rglob("logs*.ndjson*"):
+        with contextlib.suppress(FileNotFoundError):  # compressed or uploaded meanwhile
+            if path.stat().st_size and "rejected" not in path.parts:
+                found.append(path)
+    return found
 
 
 def wait_for(condition: Any, timeout: float = 30, what: str = "condition") -> None:
