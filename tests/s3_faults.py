@@ -9,6 +9,11 @@ answers with the store's answer, unless a `Fault` added by the test matches the 
              acts on the request, as a real one does)
     drop     read half of the body, then close the connection without an answer
     stall    read the body, then hold the connection open, unanswered, until `release()`
+    corrupt  flip one byte of the body, then go on as for a forwarded request
+
+Before forwarding, the proxy checks the body against the checksums the client sent with it
+(`Content-MD5`, `x-amz-checksum-crc32`, a hex `X-Amz-Content-SHA256`), and refuses a mismatch
+with 400 BadDigest, as AWS S3 does: moto's server stores what it gets without that check.
 
 A fault applies to the next `times` matching requests (None: to every one until `clear()`),
 where a request matches if its kind (see `kind_of`) is in `kinds` (empty: every kind).
@@ -19,22 +24,25 @@ memory, no TLS.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import http.client
 import socket
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-ERROR_CODES = {500: "InternalError", 503: "SlowDown"}
+ERROR_CODES = {400: "BadDigest", 500: "InternalError", 503: "SlowDown"}
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 
 
 @dataclass
 class Fault:
-    action: str  # "error", "delay", "drop" or "stall"
+    action: str  # "error", "delay", "drop", "stall" or "corrupt"
     kinds: frozenset[str] = frozenset()
     times: int | None = None
     status: int = 500
@@ -87,8 +95,7 @@ class FaultProxy:
         class Handler(ProxyHandler):
             owner = proxy
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = QuietServer(("127.0.0.1", self.port), Handler)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
@@ -154,6 +161,13 @@ class FaultProxy:
         return None
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hung up, or a store stopped after its test: nothing to report."""
+
+
 class ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, and `Expect: 100-continue` answered as boto3 asks
     owner: FaultProxy
@@ -189,7 +203,18 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         body = self.rfile.read(length)
-        if fault is None:
+        if len(body) < length:
+            self._record(kind, "cut short by the client")
+            self.close_connection = True
+            return
+        if fault is not None and fault.action == "corrupt":
+            body = bytes([body[0] ^ 0xFF]) + body[1:] if body else body
+        if fault is None or fault.action == "corrupt":
+            problem = self._mismatch(body)
+            if problem:
+                self._record(kind, f"refused: {problem}")
+                self._error(400)
+                return
             self._record(kind, "forwarded")
             self._forward(body)
         elif fault.action == "error":
@@ -199,6 +224,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self._record(kind, "delay")
             time.sleep(fault.seconds)
             self._forward(body)
+            self._record(kind, "delayed, then forwarded")
         elif fault.action == "stall":
             self._record(kind, "stall")
             with self.owner._lock:
@@ -207,6 +233,19 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             raise ValueError(f"unknown fault action {fault.action!r}")
+
+    def _mismatch(self, body: bytes) -> str | None:
+        """Which checksum sent with `body` does not match it, if one does not."""
+        md5 = self.headers.get("Content-MD5")
+        if md5 and base64.b64decode(md5) != hashlib.md5(body).digest():
+            return "Content-MD5"
+        crc = self.headers.get("x-amz-checksum-crc32")
+        if crc and base64.b64decode(crc) != zlib.crc32(body).to_bytes(4, "big"):
+            return "x-amz-checksum-crc32"
+        sha = self.headers.get("X-Amz-Content-SHA256", "")
+        if len(sha) == 64 and sha != hashlib.sha256(body).hexdigest():
+            return "X-Amz-Content-SHA256"
+        return None
 
     def _record(self, kind: str, action: str) -> None:
         with self.owner._lock:
