@@ -89,6 +89,10 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
     def up(self) -> None:
         proxy = self
 

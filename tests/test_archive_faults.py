@@ -60,7 +60,7 @@ def module_proxy(store: str) -> Iterator[FaultProxy]:
 @pytest.fixture
 def proxy(module_proxy: FaultProxy) -> Iterator[FaultProxy]:
     module_proxy.reset()
-    if module_proxy._server is None:
+    if not module_proxy.listening:
         module_proxy.up()
     yield module_proxy
     module_proxy.clear()
