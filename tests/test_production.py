@@ -58,7 +58,18 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     args = ["--workers", "2", "--sink", "file,stdout", "--dir", str(workdir / "data"),
             "--max-file-bytes", "256KiB"]
     with running_receiver(workdir, args, env={"DRAIN_SECRET": SECRET}) as receiver:
+        wait_for_both_workers(workdir / "data")
         yield receiver
+
+
+def wait_for_both_workers(data: Path) -> None:
+    """`running_receiver` returns once one worker answers; on a loaded machine the second may
+    start much later, and every connection of a test would go to the first."""
+    locks = {".worker-0.lock", ".worker-1.lock"}
+    deadline = time.monotonic() + 60
+    while {path.name for path in data.glob(".worker-*.lock")} != locks:
+        assert time.monotonic() < deadline, "the second worker did not start within 60 s"
+        time.sleep(0.05)
 
 
 def test_two_workers_never_interleave_lose_or_duplicate_records(two_workers: Receiver) -> None:
