@@ -904,6 +904,7 @@ def test_compose_passes_the_archive_settings_from_env(compose: dict[str, Any]) -
 def test_compose_renders_the_archive_from_env_with_podman_compose(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRAIN_ARCHIVE", "s3://acme-logs/vercel")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)  # other modules' tests set it
     result = podman_compose_config(domain="drain.example.com")
     assert result.returncode == 0, result.stderr
     environment = yaml.safe_load(result.stdout)["services"]["receiver"]["environment"]
