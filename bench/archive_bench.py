@@ -93,6 +93,7 @@ class Samples:
     waiting: list[tuple[float, int, int, int]] = field(default_factory=list)
     markers: list[tuple[float, str]] = field(default_factory=list)  # 200 time, id
     marker_errors: int = 0
+    list_errors: int = 0
 
 
 def sample(s3: object, data: Path, port: int, samples: Samples, stop: threading.Event) -> None:
@@ -100,10 +101,13 @@ def sample(s3: object, data: Path, port: int, samples: Samples, stop: threading.
     next_marker = time.time()
     while not stop.is_set():
         now = time.time()
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):  # type: ignore[attr-defined]
-            for item in page.get("Contents", []):
-                samples.first_listed.setdefault(item["Key"], now)
-                samples.sizes[item["Key"]] = item["Size"]
+        try:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):  # type: ignore[attr-defined]
+                for item in page.get("Contents", []):
+                    samples.first_listed.setdefault(item["Key"], now)
+                    samples.sizes[item["Key"]] = item["Size"]
+        except Exception:  # a listing moto could not answer: the next one catches up
+            samples.list_errors += 1
         files = total = rotated = 0
         for directory, _, names in os.walk(data):
             for name in names:
@@ -119,9 +123,12 @@ def sample(s3: object, data: Path, port: int, samples: Samples, stop: threading.
             marker = f"marker-{uuid.uuid4().hex}"
             body = json.dumps({"id": marker, "timestamp": int(now * 1000), "message": marker,
                                "source": "lambda", "level": "info"}).encode() + b"\n"
-            response = client.post(f"http://127.0.0.1:{port}/", content=body, headers={
-                "x-vercel-signature": gen.sign(body), "content-type": "application/x-ndjson"})
-            if response.status_code == 200:
+            try:
+                status = client.post(f"http://127.0.0.1:{port}/", content=body, headers={
+                    "x-vercel-signature": gen.sign(body), "content-type": "application/x-ndjson"}).status_code
+            except httpx.HTTPError:
+                status = 0
+            if status == 200:
                 samples.markers.append((time.time(), marker))
             else:
                 samples.marker_errors += 1
@@ -236,6 +243,7 @@ def run(seconds: float, work: Path, receiver_args: list[str], connections: int,
         "marker_lag_s": {"n": len(lags), "of": len(samples.markers), "p50": round(percentile(lags, 0.5), 2),
                          "p99": round(percentile(lags, 0.99), 2), "max": round(max(lags, default=0), 2)},
         "marker_errors": samples.marker_errors,
+        "list_errors": samples.list_errors,
         "waiting_files_first_third_mean": round(statistics.fmean(w[1] for w in first), 2) if first else None,
         "waiting_files_last_third_mean": round(statistics.fmean(w[1] for w in last), 2) if last else None,
         "waiting_files_max": max((w[1] for w in load_waiting), default=0),
