@@ -38,6 +38,7 @@ DEPLOY = REPO / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 BASE = KUBERNETES / "base"
 FILE_SINK = KUBERNETES / "overlays" / "file-sink"
+ARCHIVE = KUBERNETES / "overlays" / "archive"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CONTAINERS_REQUIRED = os.environ.get("DRAIN_CONTAINER_TESTS") == "1"
 CONTAINER_TESTS = IN_CI or CONTAINERS_REQUIRED
@@ -285,6 +286,69 @@ def test_both_workloads_run_the_same_pod_apart_from_the_sink(
     assert {k: v for k, v in env_a.items() if k != "DRAIN_SINK"} == {
         k: v for k, v in env_b.items() if k not in ("DRAIN_SINK", "DRAIN_DIR")
     }
+
+
+@pytest.fixture(scope="module")
+def archive() -> list[dict[str, Any]]:
+    return kustomize(ARCHIVE)
+
+
+def storage_bytes(quantity: str) -> int:
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)", quantity)
+    assert match, f"not a binary quantity: {quantity}"
+    return int(match.group(1)) * 1024 ** ("KMGT".index(match.group(2)[0]) + 1)
+
+
+def test_archive_overlay_is_a_deployment_with_a_spool_volume_and_the_archive_set(
+    archive: list[dict[str, Any]], base: list[dict[str, Any]],
+) -> None:
+    from receiver.settings import load_settings
+
+    assert not by_kind(archive, "StatefulSet")
+    assert not by_kind(archive, "Secret"), "credentials are the user's Secret, never applied here"
+    deployment = one(archive, "Deployment")
+    container = check_pod(deployment, sink="file")
+    pod = deployment["spec"]["template"]["spec"]
+    env = env_of(container)
+
+    # Stateless replicas: the base's autoscaler and Service still drive the Deployment.
+    hpa = one(archive, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    check_service(archive, deployment["spec"]["template"]["metadata"]["labels"])
+
+    # The spool: DRAIN_DIR on a generic ephemeral volume (a claim per pod), not an emptyDir,
+    # bigger than the 503 limit so it never fills.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    spool = volumes[mount_of(env["DRAIN_DIR"], container)["name"]]
+    assert set(spool) == {"name", "ephemeral"}, spool
+    claim = spool["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["accessModes"] == ["ReadWriteOnce"]
+    size = storage_bytes(claim["resources"]["requests"]["storage"])
+    settings = load_settings([], {**env, "DRAIN_ARCHIVE_HOST": "vercel-drain-receiver-abc12"})
+    assert 0 < settings.spool_max_bytes < size
+    assert settings.archive.startswith("s3://") and settings.dir == Path(env["DRAIN_DIR"])
+    assert settings.rotate_every > 0
+
+    # Each replica's name in its keys is its pod's: no two replicas share one.
+    (host,) = [item for item in container["env"] if item["name"] == "DRAIN_ARCHIVE_HOST"]
+    assert host["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+    # Credentials: an optional Secret (envFrom) or the ServiceAccount's role (IRSA).
+    (source,) = container["envFrom"]
+    assert source["secretRef"] == {"name": "vercel-drain-archive", "optional": True}
+    account = one(archive, "ServiceAccount")
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert "eks.amazonaws.com/role-arn" in (ARCHIVE / "serviceaccount.yaml").read_text()
+
+    # SIGTERM rotates and uploads within the shutdown timeout, inside the grace period.
+    assert pod["terminationGracePeriodSeconds"] > settings.shutdown_timeout + PRESTOP_SLEEP
+    assert settings.shutdown_timeout > SHUTDOWN_TIMEOUT
+
+    # Otherwise the base's pod.
+    (theirs,) = one(base, "Deployment")["spec"]["template"]["spec"]["containers"]
+    for key in ("image", "ports", "readinessProbe", "livenessProbe", "startupProbe",
+                "resources", "securityContext", "lifecycle"):
+        assert container[key] == theirs[key], key
 
 
 # ---- compose ----------------------------------------------------------------------------------
@@ -816,3 +880,34 @@ def test_kubernetes_shaped_container_reads_a_mounted_secret(image: str, tmp_path
         assert ids_in(container.stdout())[-4:] == [r["id"] for r in late]
     finally:
         remove(name)
+
+
+def test_compose_passes_the_archive_settings_from_env(compose: dict[str, Any]) -> None:
+    from receiver.settings import load_settings
+
+    environment = compose["services"]["receiver"]["environment"]
+    example = (DEPLOY / ".env.example").read_text()
+    names = ("DRAIN_ARCHIVE", "DRAIN_ARCHIVE_ENDPOINT", "DRAIN_ARCHIVE_HOST", "DRAIN_SPOOL_MAX_BYTES",
+             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION")
+    for name in names:
+        assert re.fullmatch(rf"\$\{{{name}:-[^}}]*\}}", environment[name]), name
+        assert re.search(rf"^{name}=", example, re.MULTILINE), f"{name} is not in .env.example"
+    # The example's values, as compose passes them, are settings the receiver starts with.
+    values = dict(re.findall(r"^([A-Z_]+)=(.*)$", example, re.MULTILINE))
+    rendered = {k: v for k, v in environment.items() if not str(v).startswith("${")}
+    rendered |= {name: values[name] for name in names}
+    assert load_settings([], {**rendered, "DRAIN_SINK": "file"}).archive == ""
+    archived = load_settings([], {**rendered, "DRAIN_SINK": "file", "DRAIN_ARCHIVE": "s3://acme-logs/vercel"})
+    assert archived.archive == "s3://acme-logs/vercel" and archived.rotate_every == 300
+
+
+def test_compose_renders_the_archive_from_env_with_podman_compose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRAIN_ARCHIVE", "s3://acme-logs/vercel")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)  # other modules' tests set it
+    result = podman_compose_config(domain="drain.example.com")
+    assert result.returncode == 0, result.stderr
+    environment = yaml.safe_load(result.stdout)["services"]["receiver"]["environment"]
+    assert environment["DRAIN_ARCHIVE"] == "s3://acme-logs/vercel"
+    assert environment["AWS_REGION"] == "eu-west-1"
+    assert environment["AWS_ACCESS_KEY_ID"] == ""

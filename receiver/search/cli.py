@@ -9,16 +9,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from receiver.search.engine import TABLE_COLUMNS, SearchError, now_ms, open_engine
-from receiver.search.filters import FilterError, Filters, check, parse_time
+from receiver.search.bucket import ArchiveError
+from receiver.search.engine import TABLE_COLUMNS, Engine, SearchError, engine_over, now_ms, open_engine
+from receiver.search.filters import RELATIVE_UNITS, FilterError, Filters, check, parse_time
 from receiver.search.follow import follow, start_tails
 from receiver.search.output import results_table, sql_table, stats_chart
+from receiver.search.snapshot import Snapshot, take_snapshot
 
 EXIT_USAGE = 2
 DEFAULT_DIR = "drain-data"
@@ -37,11 +41,30 @@ class _Parser(argparse.ArgumentParser):
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
     """The filters shared by search, stats and the web API. Repeat a flag to OR its values."""
     env = os.environ
-    parser.add_argument("--dir", type=Path, default=Path(env.get("DRAIN_DIR", DEFAULT_DIR)),
+    parser.add_argument("--dir", type=Path, default=Path(env["DRAIN_DIR"]) if env.get("DRAIN_DIR") else None,
                         help="the receiver's --dir: every partition, worker, rotated and compressed "
-                        "file under it is read [env DRAIN_DIR] (default: %(default)s)")
+                        f"file under it is read [env DRAIN_DIR] (default: {DEFAULT_DIR}, or none "
+                        "with --archive)")
     parser.add_argument("--rejected", action="store_true",
-                        help="search the rejects under DIR/rejected/ instead of the records")
+                        help="search the rejects (under DIR/rejected/, and the archive's) instead of "
+                        "the records")
+    archive = parser.add_argument_group(
+        "archive", "Read the receiver's --archive too (instead of, or beside, --dir). The bucket is "
+        "listed, objects outside --since/--until/--stream (by their key's stream=, date= and hour=) "
+        "are skipped, and the others downloaded once into --cache-dir and read there; a file both "
+        "in DIR and in the bucket (uploaded, not yet deleted) is read once. Credentials and region "
+        "come from the standard AWS chain (AWS_* variables, AWS_PROFILE, a role). With --sql, "
+        "--since/--until/--stream still choose the objects the view holds.")
+    archive.add_argument("--archive", default=env.get("DRAIN_ARCHIVE", ""), metavar="s3://BUCKET/PREFIX",
+                         help="the receiver's --archive [env DRAIN_ARCHIVE]")
+    archive.add_argument("--archive-endpoint", default=env.get("DRAIN_ARCHIVE_ENDPOINT", ""), metavar="URL",
+                         help="an S3-compatible store's URL (R2, MinIO...) [env DRAIN_ARCHIVE_ENDPOINT]")
+    archive.add_argument("--cache-dir", type=Path, metavar="DIR",
+                         help="where downloaded objects are kept, by key, for the next search; "
+                         "delete it at any time (default: $XDG_CACHE_HOME/drain-receiver/archive)")
+    archive.add_argument("--archive-slack", default="1h", metavar="DURATION",
+                         help="objects cut more than this after --until are skipped: raise it when "
+                         "records arrive later than that or --rotate-every is longer (default: 1h)")
     group = parser.add_argument_group(
         "filters", "Repeating a flag means OR, different flags mean AND. --status, --host and "
         "--path match the record's own field or the same field of its proxy object. --host and "
@@ -110,6 +133,46 @@ def stats_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def local_root(args: argparse.Namespace) -> Path | None:
+    """The --dir to read: the one given, else the default one unless the archive is read."""
+    if args.dir is not None:
+        return args.dir
+    return None if args.archive else Path(DEFAULT_DIR)
+
+
+def parse_slack(text: str) -> int:
+    match = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip(), re.IGNORECASE)
+    if not match:
+        raise UsageError(f"not a duration: --archive-slack {text!r} (use 30m, 1h, 2d)")
+    return int(match.group(1)) * RELATIVE_UNITS[match.group(2).lower()] * 1000
+
+
+@contextmanager
+def open_search(args: argparse.Namespace, filters: Filters) -> Iterator[Engine]:
+    """An Engine over --dir, the --archive objects the filters may need, or both."""
+    root = local_root(args)
+    if not args.archive:
+        assert root is not None
+        with open_engine(root, args.rejected) as engine:
+            yield engine
+        return
+    from receiver.search.bucket import default_cache_dir, not_in_snapshot, open_bucket, open_cached, wanted
+
+    slack_ms = parse_slack(args.archive_slack)
+    bucket = open_bucket(args.archive, args.archive_endpoint or None, args.cache_dir or default_cache_dir())
+    local = take_snapshot(root, args.rejected) if root is not None else Snapshot(bucket.cache_dir)
+    with local:
+        chosen = [obj for obj in bucket.list(args.rejected) if wanted(obj, filters, args.rejected, slack_ms)]
+        chosen = not_in_snapshot(chosen, local)
+        missing = [obj for obj in chosen if not bucket.cached(obj)]
+        if missing and sys.stderr.isatty():
+            print(f"downloading {len(missing)} of {len(chosen)} objects "
+                  f"({sum(o.size for o in missing) / 1e6:.1f} MB) from {args.archive}…", file=sys.stderr)
+        local.files.extend(open_cached([(obj, bucket.fetch(obj)) for obj in chosen]))
+        with engine_over(local) as engine:
+            yield engine
+
+
 def terminal_width() -> int:
     """The terminal's width; unlimited when stdout is a pipe or a file (nothing is cut)."""
     if not sys.stdout.isatty():
@@ -142,9 +205,13 @@ def run_search(argv: Sequence[str]) -> int:
     filters = filters_from(args, args.text)
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    tails = start_tails(args.dir, args.rejected) if args.follow and args.dir.is_dir() else None
-    with open_engine(args.dir, args.rejected) as engine:
-        report_scan(args.dir, len(engine.snapshot.files), engine.snapshot.size())
+    root = local_root(args)
+    if args.follow and root is None:
+        raise UsageError("--follow prints new records as the receiver writes them: give its --dir "
+                         "(the archive only holds finished files)")
+    tails = start_tails(root, args.rejected) if args.follow and root is not None and root.is_dir() else None
+    with open_search(args, filters) as engine:
+        report_scan(engine.snapshot.root, len(engine.snapshot.files), engine.snapshot.size())
         if args.sql:
             names, rows = engine.rows(args.sql)
             print_lines(sql_table(names, rows, terminal_width()))
@@ -156,7 +223,7 @@ def run_search(argv: Sequence[str]) -> int:
     fmt = "ndjson" if args.format == "json" else args.format
     write_records(list(reversed(rows)), fmt)
     assert tails is not None
-    print(f"following new records under {args.dir} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    print(f"following new records under {root} (Ctrl-C stops)", file=sys.stderr, flush=True)
     return follow(tails, filters, lambda new: write_records(new, fmt), {row[RAW] for row in rows})
 
 
@@ -168,8 +235,8 @@ def run_stats(argv: Sequence[str]) -> int:
     if filters.until_ms is None:
         filters = Filters(**{**filters.__dict__, "until_ms": now_ms()})
     by = {"status": "statusCode", "project": "projectId"}.get(args.by, args.by)
-    with open_engine(args.dir, args.rejected) as engine:
-        report_scan(args.dir, len(engine.snapshot.files), engine.snapshot.size())
+    with open_search(args, filters) as engine:
+        report_scan(engine.snapshot.root, len(engine.snapshot.files), engine.snapshot.size())
         histogram = engine.histogram(filters, max(1, args.intervals), by)
     print_lines(stats_chart(histogram, min(terminal_width(), 120)))
     return 0
@@ -178,7 +245,7 @@ def run_stats(argv: Sequence[str]) -> int:
 def guarded(run: object, argv: Sequence[str], prog: str) -> int:
     try:
         return run(argv)  # type: ignore[operator]
-    except (UsageError, SearchError) as error:
+    except (UsageError, SearchError, ArchiveError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except FileNotFoundError as error:

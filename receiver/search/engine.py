@@ -77,7 +77,7 @@ def lines_sql(files: list[OpenFile]) -> str:
     for opened in files:
         if opened.kind == PARQUET_KIND:
             continue
-        stream = stream_of_file(opened.path.name) or LOGS
+        stream = opened.stream or stream_of_file(opened.path.name) or LOGS
         groups.setdefault((stream, opened.kind == GZIP_KIND), []).append(sql_string(opened.reader_path))
     parts = [
         f"SELECT raw, '{stream}' AS stream FROM read_csv([{', '.join(paths)}], "
@@ -169,13 +169,19 @@ class Histogram:
 @contextmanager
 def open_engine(root: Path, rejected: bool = False, threads: int | None = None) -> Iterator[Engine]:
     """An Engine over the files under `root` as they are now."""
-    with take_snapshot(root, rejected) as snapshot:
-        connection = duckdb.connect(config={"threads": threads} if threads else {})
-        try:
-            connection.execute(f"CREATE TEMP VIEW logs AS {logs_sql(snapshot.files)}")
-            yield Engine(connection, snapshot)
-        finally:
-            connection.close()
+    with take_snapshot(root, rejected) as snapshot, engine_over(snapshot, threads) as engine:
+        yield engine
+
+
+@contextmanager
+def engine_over(snapshot: Snapshot, threads: int | None = None) -> Iterator[Engine]:
+    """An Engine over the open files of `snapshot` (which the caller closes)."""
+    connection = duckdb.connect(config={"threads": threads} if threads else {})
+    try:
+        connection.execute(f"CREATE TEMP VIEW logs AS {logs_sql(snapshot.files)}")
+        yield Engine(connection, snapshot)
+    finally:
+        connection.close()
 
 
 def now_ms() -> int:

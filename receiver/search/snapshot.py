@@ -33,6 +33,7 @@ class OpenFile:
     path: Path
     fd: int
     kind: str  # PLAIN_KIND, GZIP_KIND or PARQUET_KIND
+    stream: str | None = None  # None: the stream its name says (the file sink's naming)
 
     @property
     def reader_path(self) -> str:
