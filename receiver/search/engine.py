@@ -129,6 +129,8 @@ class Engine:
             cursor = self.connection.execute(sql, params or [])
             names = [d[0] for d in cursor.description or []]
             return names, cursor.fetchall()
+        except duckdb.InterruptException:
+            raise
         except duckdb.Error as error:
             raise SearchError(str(error).splitlines()[0]) from None
 
@@ -141,11 +143,14 @@ class Engine:
         return self.rows(sql, [*params, limit, offset])[1]
 
     def histogram(self, filters: Filters, buckets: int = 60, by: str = "level") -> Histogram:
-        """Records per interval, by `by`, over the filters' time range (or the data's)."""
+        """Records per interval, by `by`, over the filters' time range, its open ends closed by
+        the data's first or last record."""
         where, params = where_clause(filters)
         low, high = filters.since_ms, filters.until_ms
-        if low is None or high is None:
-            _, found = self.rows(f"SELECT min(timestamp), max(timestamp) FROM logs WHERE {where}", params)
+        if low is None or high is None:  # the data's range in the time filters, not the matches':
+            # one scan of `timestamp` rather than a second one of every filtered column
+            span, span_params = where_clause(Filters(since_ms=low, until_ms=high))
+            _, found = self.rows(f"SELECT min(timestamp), max(timestamp) FROM logs WHERE {span}", span_params)
             data_low, data_high = found[0]
             low = low if low is not None else data_low
             high = high if high is not None else (data_high + 1 if data_high is not None else None)
