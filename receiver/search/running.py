@@ -9,7 +9,9 @@ while it waits never starts.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,8 @@ import duckdb
 from starlette.requests import Request
 
 from receiver.search.engine import Engine, open_engine
+
+log = logging.getLogger("receiver.ui")
 
 QUERY_SLOTS = 4
 WATCH_SECONDS = 0.05
@@ -67,6 +71,7 @@ class QueryRunner:
         if self._limiter is None:  # made here: it needs the running event loop
             self._limiter = anyio.CapacityLimiter(self.slots)
         interrupter = Interrupter()
+        started = time.monotonic()
 
         def work() -> T:
             with open_engine(self.root) as engine:
@@ -93,6 +98,8 @@ class QueryRunner:
             finally:
                 group.cancel_scope.cancel()
         if interrupter.cancelled or isinstance(failure, duckdb.InterruptException):
+            log.info("stopped a query of %s after %.1f s: its client left", request.url.path,
+                     time.monotonic() - started)
             raise ClientGone()
         if failure is not None:
             raise failure
