@@ -120,10 +120,10 @@ function drawHistogram(h) {
   });
 }
 
-// The table is filled as soon as /api/search answers; the histogram, often the slower of the
-// two (it counts every match), is drawn when it arrives. A new search aborts the requests of the
-// one before, and the server stops their queries.
-async function run(more) {
+// The table is filled as soon as /api/search answers; the histogram (it counts every match, so
+// is often the slower) is asked for then, so the table's query has the CPU to itself, and drawn
+// when it arrives. A new search aborts the requests of the one before; the server stops them.
+function run(more) {
   const p = params();
   history.replaceState(null, "", `?${p}`);
   if (!more) {
@@ -131,25 +131,32 @@ async function run(more) {
     shown = new AbortController(); pending = 0;
     offset = 0; $("results").tBodies[0].replaceChildren(); $("record").hidden = true;
     $("histogram").classList.add("loading");
-    track(api("/api/histogram", p, shown.signal).then((h) => {
-      drawHistogram(h); $("histogram").classList.remove("loading");
-    }), shown, "histogram: ");
   }
+  const search = shown;
   const page = new URLSearchParams(p); page.set("limit", "100"); page.set("offset", String(offset));
   $("status-line").textContent = "searching…";
-  track(api("/api/search", page, shown.signal).then((found) => {
+  const rows = api("/api/search", page, search.signal).then((found) => {
     addRows(found.records);
     offset += found.records.length;
     $("more").hidden = found.records.length < 100;
     $("status-line").textContent = `${offset} records shown`;
-  }), shown, "");
+  });
+  track(rows, search, "");
+  if (more) return;
+  track(rows.catch(() => {}).then(() => {
+    if (search.signal.aborted) return null;
+    return api("/api/histogram", p, search.signal).then((h) => {
+      drawHistogram(h); $("histogram").classList.remove("loading");
+    });
+  }), search, "histogram: ");
 }
 
 function track(request, search, prefix) {
   pending += 1;
   request.catch((error) => {
     if (search.signal.aborted) return;
-    $("status-line").textContent = prefix + String(error.message || error);
+    const message = String(error.message || error);
+    $("status-line").textContent = prefix ? `${$("status-line").textContent} (${prefix}${message})` : message;
   }).finally(() => { if (search === shown) pending -= 1; });
 }
 
