@@ -16,10 +16,11 @@ plus the compaction's time, the disk used per million records, and the receiver'
 (`--reps-gzip` over gzip alone), each a whole `drain-receiver` process. The full run
 (`--records 10000000`) writes ~2 GB of .gz in ~16 min, then measures for ~20 min.
 
-`--phases` picks the steps (write, gzip, compact, twins, ingest; all by default, write only
-without `--keep`), so a long run can be split and re-timed over the same data. With `--lock`,
-every timed step (and only those: not the writing, not the compaction) holds that file's
-flock, as `flock FILE` would, so measurements on a shared machine do not overlap.
+`--phases` picks the steps (write, gzip, gzip-page, compact, twins, ingest; all by default,
+write only without `--keep`), so a long run can be split and re-timed over the same data;
+`--resume` skips the numbers results.json already holds. With `--lock`, each timed phase (and
+only those: not the writing, not the compaction) holds that file's flock, as `flock FILE` would,
+so measurements on a shared machine do not overlap.
 
     python bench/search_bench.py --records 200000 --work /tmp/drain-search-bench
 """
@@ -48,7 +49,7 @@ from gen import BENCH_SECRET, RecordFactory, dump_record, sign
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 1000
-PHASES = ("write", "gzip", "compact", "twins", "ingest")
+PHASES = ("write", "gzip", "gzip-page", "compact", "twins", "ingest")
 
 
 def free_port() -> int:
@@ -287,6 +288,7 @@ def main() -> None:
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated steps among {', '.join(PHASES)} (write is left out "
                         "with --keep; gzip removes the twins first)")
+    parser.add_argument("--resume", action="store_true", help="skip the questions results.json holds")
     parser.add_argument("--lock", type=Path, help="hold this file's flock during each timed step "
                         "(e.g. /tmp/bench.lock on a shared machine)")
     args = parser.parse_args()
@@ -313,12 +315,16 @@ def main() -> None:
         "page: field filters": f"since={end_ms - 3_600_000}&project={project}&level=error",
         "page: text search, whole day": f"since={end_ms - 86_400_000}&q=ECONNREFUSED",
     }
-    if "gzip" in phases:
+    done = load_results(args.work) if args.resume else {}
+    if "gzip" in phases or "gzip-page" in phases:
         for twin in data.rglob("*.parquet*"):
             twin.unlink()
-        for name, argv in asked.items():
-            with locked(args.lock, f"gzip: {name}"):
-                save_result(args.work, "gzip", {name: timed(argv, args.reps_gzip)})
+    if "gzip" in phases:
+        with locked(args.lock, "gzip: command line"):
+            for name, argv in asked.items():
+                if name not in done.get("gzip", {}):
+                    save_result(args.work, "gzip", {name: timed(argv, args.reps_gzip)})
+    if "gzip-page" in phases:
         with locked(args.lock, "gzip: page"):
             save_result(args.work, "gzip", page_first_results(data, free_port(), page_queries,
                                                               args.reps_gzip))
@@ -328,12 +334,10 @@ def main() -> None:
                        cwd=REPO, check=True, stderr=subprocess.DEVNULL)
         save_result(args.work, "other", {"compaction_s": time.monotonic() - started})
     if "twins" in phases:
-        for name, argv in asked.items():
-            with locked(args.lock, f"twins: {name}"):
+        with locked(args.lock, "twins"):
+            for name, argv in asked.items():
                 save_result(args.work, "twins", {name: timed(argv, args.reps)})
-        with locked(args.lock, "twins: page"):
             save_result(args.work, "twins", page_first_results(data, free_port(), page_queries, args.reps))
-        with locked(args.lock, "twins: follow"):
             save_result(args.work, "twins", {"--follow: record printed after its 200":
                                              follow_latency(data, free_port(), 5)})
     if "ingest" in phases:
