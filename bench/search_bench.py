@@ -16,20 +16,30 @@ plus the compaction's time, the disk used per million records, and the receiver'
 (`--reps-gzip` over gzip alone), each a whole `drain-receiver` process. The full run
 (`--records 10000000`) writes ~2 GB of .gz in ~16 min, then measures for ~20 min.
 
+`--phases` picks the steps (write, gzip, gzip-page, compact, twins, ingest; all by default,
+write only without `--keep`), so a long run can be split and re-timed over the same data;
+`--resume` skips the numbers results.json already holds. With `--lock`, each timed phase (and
+only those: not the writing, not the compaction) holds that file's flock, as `flock FILE` would,
+so measurements on a shared machine do not overlap.
+
     python bench/search_bench.py --records 200000 --work /tmp/drain-search-bench
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,6 +49,30 @@ from gen import BENCH_SECRET, RecordFactory, dump_record, sign
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 1000
+PHASES = ("write", "gzip", "gzip-page", "compact", "twins", "ingest")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def locked(path: Path | None, what: str) -> Iterator[None]:
+    """Hold `path`'s flock (shared with `flock(1)`) for one timed step; nothing without a path."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        waited = time.monotonic()
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        print(f"{what}: lock taken after {time.monotonic() - waited:.0f} s, load average "
+              f"{os.getloadavg()}", file=sys.stderr, flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def receiver(data: Path, port: int) -> subprocess.Popen[bytes]:
@@ -209,68 +243,111 @@ def disk(data: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in data.rglob(pattern) if p.is_file())
 
 
+def load_results(work: Path) -> dict[str, dict[str, float]]:
+    path = work / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_result(work: Path, section: str, values: dict[str, float]) -> None:
+    """Keep each step's numbers in `work`/results.json as they come, so a split run adds up."""
+    results = load_results(work)
+    results.setdefault(section, {}).update(values)
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"{section}: {values}", file=sys.stderr, flush=True)
+
+
+def report(work: Path, records: int, data: Path) -> None:
+    results = load_results(work)
+    gzip_only, compacted = results.get("gzip", {}), results.get("twins", {})
+    other = results.get("other", {})
+    millions = records / 1e6
+    gz, twins = disk(data, "*.ndjson.gz"), disk(data, "*.parquet")
+    compaction = other.get("compaction_s", float("nan"))
+    print(f"{records} records; .gz {gz / 1e6 / millions:.0f} MB per million records, Parquet "
+          f"twins {twins / 1e6 / millions:.0f} MB per million; compaction {compaction:.0f} s "
+          f"({records / compaction:,.0f} records/s, one thread at nice 19)")
+    print(f"{'question':<48} {'gzip only':>10} {'compacted':>10}")
+    for name in dict.fromkeys([*gzip_only, *compacted]):
+        before = f"{gzip_only[name]:.2f} s" if name in gzip_only else "-"
+        after = f"{compacted[name]:.2f} s" if name in compacted else "-"
+        print(f"{name:<48} {before:>10} {after:>10}")
+    if "ingest_alone" in other:
+        print(f"ingest, one client, 1000-record bodies: {other['ingest_alone']:,.0f} records/s alone, "
+              f"{other.get('ingest_searching', float('nan')):,.0f} records/s while text searches "
+              "run back to back")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/drain-search-bench"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--reps-gzip", type=int, default=1, help="runs of each question over gzip alone")
-    parser.add_argument("--port", type=int, default=18099)
     parser.add_argument("--ingest-seconds", type=float, default=20)
     parser.add_argument("--keep", action="store_true", help="reuse the data written by an earlier run")
-    parser.add_argument("--compacted-only", action="store_true",
-                        help="with --keep: time only over the twins already there (no gzip pass, "
-                        "no compaction)")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated steps among {', '.join(PHASES)} (write is left out "
+                        "with --keep; gzip removes the twins first)")
+    parser.add_argument("--resume", action="store_true", help="skip the questions results.json holds")
+    parser.add_argument("--lock", type=Path, help="hold this file's flock during each timed step "
+                        "(e.g. /tmp/bench.lock on a shared machine)")
     args = parser.parse_args()
+    phases = [p for p in args.phases.split(",") if p]
+    if unknown := set(phases) - set(PHASES):
+        parser.error(f"unknown phases {sorted(unknown)}; use {', '.join(PHASES)}")
     data = args.work / "data"
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
+    elif not (args.work / "end_ms").exists():
+        parser.error(f"--keep: no earlier run's data in {args.work}")
     data.mkdir(parents=True, exist_ok=True)
-    if not args.keep:
+    if not args.keep and "write" in phases:
         end_ms = int(time.time() * 1000)
-        (args.work / "project").write_text(write_day(data, args.records, args.port))
+        (args.work / "project").write_text(write_day(data, args.records, free_port()))
         (args.work / "end_ms").write_text(str(end_ms))
+        (args.work / "records").write_text(str(args.records))
+    records = int((args.work / "records").read_text()) if (args.work / "records").exists() else args.records
     project = (args.work / "project").read_text()
     end_ms = int((args.work / "end_ms").read_text())
-    if not args.compacted_only:
-        for twin in data.rglob("*.parquet*"):
-            twin.unlink()
     d = str(data)
     asked = questions(d, project, end_ms)
     page_queries = {
         "page: field filters": f"since={end_ms - 3_600_000}&project={project}&level=error",
         "page: text search, whole day": f"since={end_ms - 86_400_000}&q=ECONNREFUSED",
     }
-    print(f"load average before: {os.getloadavg()}", file=sys.stderr)
-    gzip_only: dict[str, float] = {}
-    compaction = float("nan")
-    if not args.compacted_only:
-        gzip_only = {name: timed(argv, args.reps_gzip) for name, argv in asked.items()}
-        print(f"gzip only: {gzip_only}", file=sys.stderr, flush=True)
-        gzip_only.update(page_first_results(data, args.port + 1, page_queries, 1))
-        print(f"gzip only: {gzip_only}", file=sys.stderr, flush=True)
+    done = load_results(args.work) if args.resume else {}
+    if "gzip" in phases or "gzip-page" in phases:
+        for twin in data.rglob("*.parquet*"):
+            twin.unlink()
+    if "gzip" in phases:
+        with locked(args.lock, "gzip: command line"):
+            for name, argv in asked.items():
+                if name not in done.get("gzip", {}):
+                    save_result(args.work, "gzip", {name: timed(argv, args.reps_gzip)})
+    if "gzip-page" in phases:
+        with locked(args.lock, "gzip: page"):
+            save_result(args.work, "gzip", page_first_results(data, free_port(), page_queries,
+                                                              args.reps_gzip))
+    if "compact" in phases:
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "receiver", "compact", "--dir", d], cwd=REPO, check=True,
-                       stderr=subprocess.DEVNULL)
-        compaction = time.monotonic() - started
-    compacted = {name: timed(argv, args.reps) for name, argv in asked.items()}
-    compacted.update(page_first_results(data, args.port + 1, page_queries, args.reps))
-    print(f"compacted: {compacted}", file=sys.stderr, flush=True)
-    compacted["--follow: record printed after its 200"] = follow_latency(data, args.port, 5)
-    idle = ingest_rate(args.work / "scratch", args.port, args.ingest_seconds, None)
-    busy = ingest_rate(args.work / "scratch", args.port, args.ingest_seconds, asked["text search, whole day"])
-    print(f"load average after: {os.getloadavg()}", file=sys.stderr)
-    millions = args.records / 1e6
-    gz, twins = disk(data, "*.ndjson.gz"), disk(data, "*.parquet")
-    print(f"{args.records} records; .gz {gz / 1e6 / millions:.0f} MB per million records, Parquet "
-          f"twins {twins / 1e6 / millions:.0f} MB per million; compaction {compaction:.0f} s "
-          f"({args.records / compaction:,.0f} records/s, one thread at nice 19)")
-    print(f"{'question':<48} {'gzip only':>10} {'compacted':>10}")
-    for name, seconds in compacted.items():
-        before = f"{gzip_only[name]:.2f} s" if name in gzip_only else "-"
-        print(f"{name:<48} {before:>10} {seconds:8.2f} s")
-    print(f"ingest, one client, 1000-record bodies: {idle:,.0f} records/s alone, "
-          f"{busy:,.0f} records/s while text searches run back to back")
+        subprocess.run(["nice", "-n", "19", sys.executable, "-m", "receiver", "compact", "--dir", d],
+                       cwd=REPO, check=True, stderr=subprocess.DEVNULL)
+        save_result(args.work, "other", {"compaction_s": time.monotonic() - started})
+    if "twins" in phases:
+        with locked(args.lock, "twins"):
+            for name, argv in asked.items():
+                save_result(args.work, "twins", {name: timed(argv, args.reps)})
+            save_result(args.work, "twins", page_first_results(data, free_port(), page_queries, args.reps))
+            save_result(args.work, "twins", {"--follow: record printed after its 200":
+                                             follow_latency(data, free_port(), 5)})
+    if "ingest" in phases:
+        with locked(args.lock, "ingest"):
+            save_result(args.work, "other", {
+                "ingest_alone": ingest_rate(args.work / "scratch", free_port(), args.ingest_seconds, None),
+                "ingest_searching": ingest_rate(args.work / "scratch", free_port(), args.ingest_seconds,
+                                                asked["text search, whole day"]),
+            })
+    report(args.work, records, data)
 
 
 if __name__ == "__main__":

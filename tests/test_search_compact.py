@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from receiver.search.engine import TABLE_COLUMNS, open_engine
+from receiver.search.engine import TABLE_COLUMNS, VIEW_COLUMNS, open_engine
 from receiver.search.filters import Filters
 from receiver.search.snapshot import COMPRESSED, PARQUET_KIND, PARTIAL_TWIN, TWIN
 from tests.support import REPO_ROOT, Receiver, free_port, running_receiver
@@ -89,6 +89,45 @@ def test_search_through_twins_finds_every_record_once_byte_for_byte(
     found = searched(root)
     assert len(found) == len(set(found)), "a record was read twice"
     assert sorted(found) == sorted(sent)
+
+
+def view_rows(root: Path) -> list[tuple[object, ...]]:
+    columns = ", ".join(f'"{c}"' for c in VIEW_COLUMNS)
+    with open_engine(root) as engine:
+        return sorted(engine.rows(f"SELECT {columns} FROM logs")[1], key=repr)
+
+
+def test_every_column_of_the_view_reads_the_same_through_twins_as_from_the_gzip(
+    data: tuple[Path, Receiver, list[bytes]], tmp_path: Path,
+) -> None:
+    root, _, _ = data
+    through_twins = view_rows(root)
+    moved = [(twin, tmp_path / twin.name) for twin in twins(root)]
+    for twin, aside in moved:
+        shutil.move(twin, aside)
+    try:
+        from_gzip = view_rows(root)
+    finally:
+        for twin, aside in moved:
+            shutil.move(aside, twin)
+    assert len(from_gzip) == len(through_twins) > 1000
+    assert from_gzip == through_twins
+    message_lower = VIEW_COLUMNS.index("message_lower")
+    assert any(row[message_lower] for row in through_twins)
+
+
+def test_a_twin_of_an_older_column_set_is_never_read_and_is_removed(
+    data: tuple[Path, Receiver, list[bytes]],
+) -> None:
+    root, _, sent = data
+    twin = twins(root)[0]
+    old = twin.with_name(twin.name[: -len(TWIN)] + ".ndjson.v1.parquet")
+    duckdb.sql(f"COPY (SELECT 1 AS x) TO '{old}' (FORMAT parquet)")
+    assert sorted(searched(root)) == sorted(sent)
+    result = run_cli("compact", "--dir", str(root))
+    assert result.returncode == 0, result.stderr
+    assert not old.exists()
+    assert twin.exists()
 
 
 def test_half_written_and_orphaned_twins_are_never_read(

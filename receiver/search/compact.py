@@ -1,11 +1,12 @@
 """Parquet twins of compressed files: the columnar copy a search reads instead of the gzip.
 
-`X.ndjson.gz` gets `X.v1.parquet`: one row per record, the `logs` view's columns (the record's
-fields, `stream`, and `raw`, the exact line), sorted by timestamp so a time filter skips whole
-row groups. A twin is written to `X.v1.parquet.partial` and renamed when complete, so a search
-never sees half of one. The `.gz` stays the archive; a twin is a cache that may be deleted at
-any time, and one whose `.gz` is gone (retention) is never read and is removed by the next pass.
-`v1` names the column set: change COLUMNS and bump it, and old twins are orphans, removed.
+`X.ndjson.gz` gets `X.ndjson.v2.parquet`: one row per record, the `logs` view's columns (the
+record's fields, `message_lower`, `stream`, and `raw`, the exact line), sorted by timestamp so a
+time filter skips whole row groups. A twin is written to `X.ndjson.v2.parquet.partial` and
+renamed when complete, so a search never sees half of one. The `.gz` stays the archive; a twin
+is a cache that may be deleted at any time, and one whose `.gz` is gone (retention) is never
+read and is removed by the next pass. `v2` names the column set (v1 had no `message_lower`):
+change the columns and bump it, and old twins are orphans, removed (and written anew).
 
 This runs in its own process (`drain-receiver compact`, started by `drain-receiver ui`), at
 the lowest CPU priority and with one DuckDB thread: never in the receiver's process, never on

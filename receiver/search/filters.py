@@ -108,8 +108,8 @@ def where_clause(filters: Filters) -> tuple[str, list[object]]:
         conditions.append("timestamp < ?")
         params.append(filters.until_ms)
     if filters.text:
-        conditions.append("(" + " OR ".join("contains(lower(message), ?)" for _ in filters.text) + ")")
-        params.extend(value.lower() for value in filters.text)
+        conditions.append("(" + " OR ".join("contains(message_lower, lower(?))" for _ in filters.text) + ")")
+        params.extend(filters.text)
     for name, columns in EQUALITY_COLUMNS.items():
         values: tuple[str, ...] = getattr(filters, name)
         if not values:

@@ -5,7 +5,7 @@ The sink renames an active file when it rotates it, writes `X.ndjson.gz` next to
 keeps its content through a rename or an unlink), then lists the directory again and opens
 whatever appeared meanwhile, until a listing brings nothing new. Each file is read through
 its descriptor (`/proc/self/fd/N`), so a rename after the open changes nothing, and each
-record is read once: `X.ndjson`, `X.ndjson.gz` and its Parquet twin `X.ndjson.v1.parquet`
+record is read once: `X.ndjson`, `X.ndjson.gz` and its Parquet twin `X.ndjson.v2.parquet`
 (receiver/search/compact.py) are one file, and one inode is opened once. The twin is read when
 it is there with its `.gz` (it is renamed into place only once complete); a twin without its
 `.gz` (retention removed the archive) is never read.
@@ -22,7 +22,7 @@ from receiver.sinks.files import REJECTED_PARTITION
 
 PLAIN = ".ndjson"
 COMPRESSED = ".ndjson.gz"
-TWIN = ".ndjson.v1.parquet"
+TWIN = ".ndjson.v2.parquet"
 PARTIAL_TWIN = TWIN + ".partial"
 PLAIN_KIND, GZIP_KIND, PARQUET_KIND = "plain", "gzip", "parquet"
 MAX_LISTINGS = 50
@@ -70,7 +70,7 @@ KIND_ORDER = {PLAIN_KIND: 0, GZIP_KIND: 1, PARQUET_KIND: 2}
 
 
 def data_file_key(name: str) -> str | None:
-    """`logs-X.ndjson`, `logs-X.ndjson.gz` and `logs-X.ndjson.v1.parquet` share the key
+    """`logs-X.ndjson`, `logs-X.ndjson.gz` and `logs-X.ndjson.v2.parquet` share the key
     `logs-X`; other names have none."""
     kind = kind_of(name)
     if kind is None:

@@ -2,7 +2,8 @@
 
 Every `/api/` request needs `Authorization: Bearer <token>` (compared in constant time);
 without it the answer is a 401 with a JSON message and no data. The page itself holds no data:
-it asks for the token and keeps it in the browser's session storage.
+it asks for the token and keeps it in the browser's session storage. Queries run in worker
+threads (receiver/search/running.py), so a slow one never stops the page from answering.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from receiver.search.engine import TABLE_COLUMNS, SearchError, now_ms, open_engine
+from receiver.search.engine import TABLE_COLUMNS, SearchError, now_ms
 from receiver.search.filters import FilterError, Filters, check, parse_time
+from receiver.search.running import ClientGone, QueryRunner
 
 STATIC = Path(__file__).parent / "static"
 RAW = TABLE_COLUMNS.index("raw")
@@ -46,7 +48,12 @@ def filters_from_query(request: Request) -> Filters:
     ))
 
 
+CLIENT_CLOSED = 499  # as nginx logs it: the client left before the answer
+
+
 def create_ui_app(root: Path, token: str) -> Starlette:
+    runner = QueryRunner(root)
+
     def authorized(request: Request) -> bool:
         given = request.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
@@ -70,8 +77,9 @@ def create_ui_app(root: Path, token: str) -> Starlette:
             filters = filters_from_query(request)
             limit = min(MAX_LIMIT, max(1, int(request.query_params.get("limit", "100"))))
             offset = max(0, int(request.query_params.get("offset", "0")))
-            with open_engine(root) as engine:
-                rows = engine.search(filters, limit, offset)
+            rows = await runner.run(request, lambda engine: engine.search(filters, limit, offset))
+        except ClientGone:
+            return refuse(CLIENT_CLOSED, "the client closed the connection; the search was stopped")
         except (FilterError, ValueError) as error:
             return refuse(400, str(error))
         except (SearchError, FileNotFoundError) as error:
@@ -85,8 +93,9 @@ def create_ui_app(root: Path, token: str) -> Starlette:
         try:
             filters = filters_from_query(request)
             buckets = min(200, max(1, int(request.query_params.get("buckets", "60"))))
-            with open_engine(root) as engine:
-                histogram = engine.histogram(filters, buckets)
+            histogram = await runner.run(request, lambda engine: engine.histogram(filters, buckets))
+        except ClientGone:
+            return refuse(CLIENT_CLOSED, "the client closed the connection; the histogram was stopped")
         except (FilterError, ValueError) as error:
             return refuse(400, str(error))
         except (SearchError, FileNotFoundError) as error:

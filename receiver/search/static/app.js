@@ -5,6 +5,8 @@ const LINKS = { requestId: "requestId", deploymentId: "deployment", projectId: "
 const $ = (id) => document.getElementById(id);
 let offset = 0;
 let liveTimer = null;
+let shown = null; // the AbortController of the search on screen: a newer search aborts it
+let pending = 0; // requests of that search not answered yet
 
 function token() { return sessionStorage.getItem("drainToken") || ""; }
 
@@ -31,8 +33,8 @@ function loadFromUrl() {
 
 function showCustom() { const c = $("range").value === "custom"; $("since").hidden = !c; $("until").hidden = !c; }
 
-async function api(path, p) {
-  const response = await fetch(`${path}?${p}`, { headers: { Authorization: `Bearer ${token()}` } });
+async function api(path, p, signal) {
+  const response = await fetch(`${path}?${p}`, { headers: { Authorization: `Bearer ${token()}` }, signal });
   if (response.status === 401) { logout("wrong or missing token"); throw new Error("unauthorized"); }
   const body = await response.json();
   if (!response.ok) throw new Error(body.error || response.statusText);
@@ -118,20 +120,44 @@ function drawHistogram(h) {
   });
 }
 
-async function run(more) {
+// The table is filled as soon as /api/search answers; the histogram (it counts every match, so
+// is often the slower) is asked for then, so the table's query has the CPU to itself, and drawn
+// when it arrives. A new search aborts the requests of the one before; the server stops them.
+function run(more) {
   const p = params();
   history.replaceState(null, "", `?${p}`);
-  if (!more) { offset = 0; $("results").tBodies[0].replaceChildren(); $("record").hidden = true; }
+  if (!more) {
+    if (shown) shown.abort();
+    shown = new AbortController(); pending = 0;
+    offset = 0; $("results").tBodies[0].replaceChildren(); $("record").hidden = true;
+    $("histogram").classList.add("loading");
+  }
+  const search = shown;
   const page = new URLSearchParams(p); page.set("limit", "100"); page.set("offset", String(offset));
-  try {
-    const [found, histogram] = await Promise.all([
-      api("/api/search", page), more ? null : api("/api/histogram", p)]);
+  $("status-line").textContent = "searching…";
+  const rows = api("/api/search", page, search.signal).then((found) => {
     addRows(found.records);
     offset += found.records.length;
     $("more").hidden = found.records.length < 100;
-    if (histogram) drawHistogram(histogram);
     $("status-line").textContent = `${offset} records shown`;
-  } catch (error) { $("status-line").textContent = String(error.message || error); }
+  });
+  track(rows, search, "");
+  if (more) return;
+  track(rows.catch(() => {}).then(() => {
+    if (search.signal.aborted) return null;
+    return api("/api/histogram", p, search.signal).then((h) => {
+      drawHistogram(h); $("histogram").classList.remove("loading");
+    });
+  }), search, "histogram: ");
+}
+
+function track(request, search, prefix) {
+  pending += 1;
+  request.catch((error) => {
+    if (search.signal.aborted) return;
+    const message = String(error.message || error);
+    $("status-line").textContent = prefix ? `${$("status-line").textContent} (${prefix}${message})` : message;
+  }).finally(() => { if (search === shown) pending -= 1; });
 }
 
 function start() {
@@ -150,7 +176,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("more").addEventListener("click", () => run(true));
   $("live").addEventListener("change", () => {
     clearInterval(liveTimer);
-    if ($("live").checked) liveTimer = setInterval(() => run(), 2000);
+    if ($("live").checked) liveTimer = setInterval(() => { if (pending === 0) run(); }, 2000);
   });
   if (token()) start(); else logout("");
 });
