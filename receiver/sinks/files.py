@@ -18,7 +18,10 @@ that write fails, so a file never holds a torn line. With `fsync`, a write marks
 and the delivery waits (`synced`) for a group commit (`group_commit.py`) that fsyncs it, and a
 new file's directory, before the answer; new directories are fsynced into their parent as they
 are made. Rotation renames the active file and
-leaves compression and retention to a background thread, off the request path. With
+leaves compression and retention to a background thread, off the request path, at the lowest
+CPU priority; when more than `COMPRESS_BACKLOG_FILES` rotated files wait, a second compressor
+at the receiver's own priority helps it, taking CPU from ingest until the backlog is down, so
+the disk cannot fill with uncompressed files under a load that never lets up. With
 `rotate_every`, that thread also rotates an active file holding data once it has been open that
 long (so a quiet receiver's records still leave for the archive within minutes), and a start
 rotates the active files a previous run left with data.
@@ -66,6 +69,11 @@ RETENTION_INTERVAL_SECONDS = 3600.0
 # isa-l's level 1 compresses NDJSON logs about 5.5x, at ~490 MB/s against ~56 MB/s for zlib's
 # default level 6 (~7x): at full load, level 6 took more CPU than receiving (bench/RESULTS.md).
 COMPRESS_LEVEL = 1
+COMPRESS_CHUNK_BYTES = 4 * 1024 * 1024
+# How many rotated files may wait for the nice-19 compressor before the catch-up one joins in:
+# on one core at full load the nice-19 thread gets almost no CPU (560 files waited after the
+# 5-minute soak, ~75 GB), while a short burst should not slow ingest at all.
+COMPRESS_BACKLOG_FILES = 2
 
 
 STREAM_NAME = "[a-z0-9_]+"  # what `receiver.streams` makes; no `-`, so `-w<n>` is unambiguous
@@ -168,6 +176,10 @@ class FileSink:
     _names: FileNames = field(default=FileNames(""), init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _commit: GroupCommit | None = field(default=None, init=False)
+    _waiting: int = field(default=0, init=False)  # rotated files queued or being compressed
+    _backlog: threading.Condition = field(default_factory=threading.Condition, init=False)
+    _stopping: bool = field(default=False, init=False)
+    _catch_up: threading.Thread | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         check_template(self.template)
@@ -184,10 +196,13 @@ class FileSink:
             self._commit.start()
         self._worker = threading.Thread(target=self._background, name="file-sink", daemon=True)
         self._worker.start()
+        self._catch_up = threading.Thread(target=self._compress_backlog, name="file-sink-catch-up",
+                                          daemon=True)
+        self._catch_up.start()
         for partial in self._find(lambda name: self._names.is_rotated(name, ".ndjson.gz.partial")):
             partial.unlink()
         for rotated in self._find(self._names.is_rotated):
-            self._compress_queue.put(rotated)
+            self._queue_compression(rotated)
 
     def write(self, batch: Batch) -> None:
         with self._lock:  # the background thread rotates by age (`rotate_every`) under it too
@@ -263,9 +278,14 @@ class FileSink:
                 _close_quietly(active.fd, fsync=True)
                 _close_quietly(active.dir_fd)
             self._files.clear()
+        with self._backlog:
+            self._stopping = True
+            self._backlog.notify_all()
         if self._worker is not None:
             self._compress_queue.put(None)
             self._worker.join(timeout=10)
+        if self._catch_up is not None:
+            self._catch_up.join(timeout=10)
         if self._slot_fd is not None:
             os.close(self._slot_fd)
 
@@ -339,7 +359,7 @@ class FileSink:
         self._release(active.fd)
         try:
             if _still_at_its_path(active):
-                self._compress_queue.put(self._rename_rotated(active.path, key[1], active.dir_fd))
+                self._queue_compression(self._rename_rotated(active.path, key[1], active.dir_fd))
             else:
                 log.warning("%s was moved by someone else; leaving it where it is", active.path)
         finally:
@@ -452,10 +472,44 @@ class FileSink:
                 continue
             if rotated is None:
                 return
+            self._compress_one(rotated)
+
+    def _compress_backlog(self) -> None:
+        """Compress at the receiver's own priority while more than `COMPRESS_BACKLOG_FILES`
+        rotated files wait: the scheduler then shares the core between ingest and this thread,
+        so ingest slows down until the backlog is back under the limit."""
+        while True:
+            with self._backlog:
+                while not self._stopping and self._waiting <= COMPRESS_BACKLOG_FILES:
+                    self._backlog.wait()
+                if self._stopping:
+                    return
             try:
-                _compress(rotated)
-            except OSError as error:
-                log.error("cannot compress %s (kept as is): %s", rotated, error)
+                rotated = self._compress_queue.get_nowait()
+            except queue.Empty:  # every waiting file is being compressed already
+                with self._backlog:
+                    self._backlog.wait(timeout=0.1)
+                continue
+            if rotated is None:  # the background thread's signal to stop: leave it to it
+                self._compress_queue.put(None)
+                return
+            self._compress_one(rotated)
+
+    def _queue_compression(self, rotated: Path) -> None:
+        with self._backlog:
+            self._compress_queue.put(rotated)
+            self._waiting += 1
+            metrics.COMPRESS_WAITING_FILES.set(self._waiting)
+            self._backlog.notify_all()
+
+    def _compress_one(self, rotated: Path) -> None:
+        try:
+            _compress(rotated)
+        except OSError as error:
+            log.error("cannot compress %s (kept as is): %s", rotated, error)
+        with self._backlog:
+            self._waiting -= 1
+            metrics.COMPRESS_WAITING_FILES.set(self._waiting)
 
     def _prune(self) -> None:
         cutoff = time.time() - self.keep_days * 86400
@@ -557,7 +611,7 @@ def _compress(path: Path) -> None:
     target = path.with_name(path.name + ".gz")
     partial = path.with_name(path.name + ".gz.partial")
     with path.open("rb") as source, igzip.open(partial, "wb", compresslevel=COMPRESS_LEVEL) as sink:
-        shutil.copyfileobj(source, sink, 1024 * 1024)
+        shutil.copyfileobj(source, sink, COMPRESS_CHUNK_BYTES)
     with partial.open("rb") as written:
         os.fsync(written.fileno())
     os.replace(partial, target)
