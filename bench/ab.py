@@ -3,8 +3,11 @@
     python bench/ab.py HEAD~1 HEAD                     # two commits, 2 rounds of 6 s each
     python bench/ab.py --reps 3 --format array null naive working-tree
     python bench/ab.py --batch 1 --gzip HEAD
+    python bench/ab.py working-tree working-tree:--fsync   # a receiver with and without a flag
 
-Each target is a git ref of the receiver, `working-tree`, `null` or `naive`. The targets run
+Each target is a git ref of the receiver, `working-tree`, `null` or `naive`; a receiver target
+may carry flags for it after a colon (`HEAD:--fsync`, `working-tree:--max-file-bytes 64GiB`;
+git forbids `:` in ref names, so this cannot clash with one). The targets run
 one after the other, round after round, so a change in the machine's load hits them alike;
 the medians over rounds are printed at the end. Every run is verified like a `run.py` one.
 """
@@ -12,6 +15,8 @@ the medians over rounds are printed at the end. Every run is verified like a `ru
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -25,7 +30,8 @@ from run import body_spec
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("targets", nargs="+", help="git refs, working-tree, null or naive")
+    parser.add_argument("targets", nargs="+",
+                        help="git refs, working-tree, null or naive; REF:FLAGS adds receiver flags")
     parser.add_argument("--format", default="ndjson", choices=("ndjson", "array"))
     parser.add_argument("--batch", type=int, default=100, choices=(1, 100, 1000))
     parser.add_argument("--gzip", action="store_true")
@@ -39,18 +45,22 @@ def main() -> None:
     results: dict[str, list[harness.Result]] = {}
     for _ in range(args.reps):
         for target in args.targets:
-            kind = target if target in ("null", "naive") else "receiver"
+            ref, _, flags = target.partition(":")
+            kind = ref if ref in ("null", "naive") else "receiver"
             if kind == "receiver":
-                harness.use_receiver_ref(None if target == "working-tree" else target, args.work)
-            scenario = harness.Scenario(target, kind, spec)
+                harness.use_receiver_ref(None if ref == "working-tree" else ref, args.work)
+            elif flags:
+                parser.error(f"{target}: flags are for receiver targets only")
+            name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", target)
+            scenario = harness.Scenario(name, kind, spec, receiver_args=tuple(shlex.split(flags)))
             result = harness.run_one(scenario, set_dir, args.work / "ab", args.seconds, 2, 0,
                                      ["--no-access-log"])
             results.setdefault(target, []).append(result)
-            print(f"{target:16s} {result.status:4s} {result.records_per_s:11,.0f} records/s  "
+            print(f"{target:24s} {result.status:4s} {result.records_per_s:11,.0f} records/s  "
                   f"p99 {result.p99_ms:5.1f} ms  {result.detail[:70]}", flush=True)
     print("medians:")
     for target, runs in results.items():
-        print(f"{target:16s} {statistics.median(r.records_per_s for r in runs):11,.0f} records/s  "
+        print(f"{target:24s} {statistics.median(r.records_per_s for r in runs):11,.0f} records/s  "
               f"p99 {statistics.median(r.p99_ms for r in runs):5.1f} ms")
 
 

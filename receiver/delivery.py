@@ -119,6 +119,7 @@ async def _deliver(scope: Scope, receive: Receive, drain: Drain) -> dict[str, ob
     batch = split_records(payload) if not is_handshake(payload) else Batch()
     batch.streams = streams_of(payload, batch.records)
     duplicates = write_batch(batch, drain)
+    await synced(drain)
     if batch.rejects:
         log.warning("kept %d rejected records of a delivery aside (first: %s)",
                     len(batch.rejects), batch.rejects[0].reason)
@@ -175,6 +176,7 @@ async def _deliver_traces(
         write_batch(Batch(rejects=[Reject(str(error), payload)], stream=TRACES), drain)
         raise Refusal(400, "invalid_otlp", f"{error}; the body was kept aside as a reject") from None
     write_batch(spans.batch, drain)
+    await synced(drain)
     if spans.rejected_spans:
         log.warning("kept %d rejected spans of a trace export aside (first: %s)",
                     spans.rejected_spans, spans.batch.rejects[0].reason)
@@ -306,6 +308,21 @@ def write_batch(batch: Batch, drain: Drain) -> int:
         metrics.rejected_in(batch.stream).inc(len(batch.rejects))
     metrics.LAST_WRITE_TIMESTAMP.set(now)
     return duplicates
+
+
+async def synced(drain: Drain) -> None:
+    """Wait until what the sinks wrote is on disk, for the sinks that promise it (`--fsync`)."""
+    for sink in drain.sinks:
+        waiting = sink.synced()
+        if waiting is None:
+            continue
+        try:
+            await waiting
+        except SinkError as error:
+            metrics.SINK_WRITE_ERRORS.labels(sink.name).inc()
+            log.error("%s sink could not make a batch durable: %s", sink.name, error)
+            message = f"the {sink.name} sink could not write the records; retry later"
+            raise Refusal(503, "sink_unavailable", message) from None
 
 
 async def send_json(send: Send, status: int, content: object, headers: RawHeaders) -> None:

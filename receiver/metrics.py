@@ -57,6 +57,10 @@ REQUEST_SECONDS = Histogram(
 ACTIVE_FILE_BYTES = Gauge(
     "drain_active_file_bytes", "Bytes in the file sink's active files", multiprocess_mode="livesum"
 )
+COMPRESS_WAITING_FILES = Gauge(
+    "drain_compress_waiting_files", "Rotated files of the file sink waiting to be compressed",
+    multiprocess_mode="livesum",
+)
 LAST_WRITE_TIMESTAMP = Gauge(
     "drain_last_write_timestamp_seconds",
     "Unix time of the last batch every sink wrote",

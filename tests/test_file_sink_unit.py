@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from receiver.decode import Batch, Reject
 from receiver.sinks.files import FileSink, check_template, safe_component
@@ -105,3 +107,33 @@ def test_a_torn_line_of_any_stream_goes_to_that_streams_rejects(tmp_path: Path) 
     sink.close()
     assert (tmp_path / "traces" / day / "traces.ndjson").read_bytes() == b'{"resourceSpans":[]}\n'
     assert b'"raw":"{\\"resourceSp"' in (tmp_path / "rejected" / "traces.ndjson").read_bytes()
+
+
+def waiting_files() -> float:
+    return REGISTRY.get_sample_value("drain_compress_waiting_files") or 0.0
+
+
+def test_a_backlog_of_rotated_files_is_compressed_and_counted(tmp_path: Path) -> None:
+    directory = tmp_path / "logs" / "2026-11-26"
+    directory.mkdir(parents=True)
+    contents = {}
+    for n in range(8):
+        path = directory / f"logs-20261126T13450{n}.000000Z.ndjson"
+        contents[path] = b"".join(b'{"id":"%d-%d","message":"%s"}\n' % (n, i, b"y" * 200)
+                                  for i in range(20000))
+        path.write_bytes(contents[path])
+    sink = FileSink(tmp_path)
+    sink.start()
+    try:
+        assert waiting_files() > 0
+        deadline = time.monotonic() + 60
+        while waiting_files() > 0:
+            assert time.monotonic() < deadline, "the backlog was not compressed"
+            time.sleep(0.02)
+        sink.write(Batch(records=[b'{"id":"after"}']))
+    finally:
+        sink.close()
+    for path, data in contents.items():
+        assert not path.exists()
+        assert gzip.decompress(path.with_name(path.name + ".gz").read_bytes()) == data
+    assert not [t for t in threading.enumerate() if t.name.startswith("file-sink")]

@@ -28,6 +28,9 @@ class SpoolGuard:
         if self.uploader.waiting_bytes > self.max_bytes:
             raise SinkError(self._reason())
 
+    def synced(self) -> None:
+        """Nothing is written here, so nothing to wait for."""
+
     def unready_reason(self) -> str | None:
         return self._reason() if self.uploader.waiting_bytes > self.max_bytes else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+from collections.abc import Awaitable
 from typing import Protocol
 
 import orjson
@@ -24,6 +25,10 @@ class Sink(Protocol):
 
     def write(self, batch: Batch) -> None:
         """Hand every record and reject of `batch` to the OS, or raise `SinkError`."""
+
+    def synced(self) -> Awaitable[None] | None:
+        """What a delivery awaits before its 200 so that what it wrote is on disk (`--fsync`),
+        or None when `write` returning is enough."""
 
     def unready_reason(self) -> str | None:
         """None when the sink can write now, otherwise what is wrong."""

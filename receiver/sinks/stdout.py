@@ -57,6 +57,9 @@ class StdoutSink:
             raise SinkError(f"cannot write to stdout: {error.strerror or error}") from error
         self._failure = None
 
+    def synced(self) -> None:
+        """Nothing to wait for: with `fsync`, `write` has fsynced already."""
+
     def unready_reason(self) -> str | None:
         """Unready after a failed write, until a write succeeds again, or while stdout is closed."""
         try:
