@@ -22,6 +22,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from receiver import metrics, otlp
+from receiver.deadlines import Deadlines
 from receiver.decode import BadGzip, Batch, BodyTooLarge, Reject, gunzip, inflated_pieces, split_records
 from receiver.dedupe import RecentIds
 from receiver.logs import client_host
@@ -47,6 +48,10 @@ FALLBACK_INFLATION_RATIO = 16
 FALLBACK_INFLATION_FLOOR = 1024 * 1024
 RETRY_AFTER_SECONDS = b"5"
 RawHeaders = list[tuple[bytes, bytes]]
+HANDSHAKE_ANSWER: dict[str, object] = {"accepted": 0, "rejected": 0}
+DELIVERY_VERIFY_MAX_AGE = 1.0
+"""Vercel checks `x-vercel-verify` on its unsigned `{}` handshake, which always reads the file
+afresh; a signed delivery's answer may carry a code read up to this many seconds before."""
 
 
 @dataclass
@@ -80,20 +85,32 @@ class Drain:
     verify_file: WatchedLines | None = None
     recent_ids: RecentIds | None = None
     inflight_bytes: int = field(default=0, init=False)
+    deadlines: Deadlines = field(init=False)
+    _secrets: list[bytes] = field(default_factory=list, init=False)
+    _secrets_of: tuple[str, ...] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.deadlines = Deadlines(self.limits.body_seconds)
 
     def secrets(self) -> list[bytes]:
-        """Every accepted secret once (a secret in both places costs one HMAC, not two)."""
-        return [s.encode() for s in dict.fromkeys((*self.env_secrets, *self.secret_file.current()))]
+        """Every accepted secret once (a secret in both places costs one HMAC, not two); the
+        list is rebuilt only when the secret file's entries change."""
+        entries = self.secret_file.current()
+        if entries is not self._secrets_of:
+            self._secrets = [s.encode() for s in dict.fromkeys((*self.env_secrets, *entries))]
+            self._secrets_of = entries
+        return self._secrets
 
-    def verify_code(self) -> str | None:
-        """The code Vercel expects in `x-vercel-verify` on every answer of `/`, if one is set."""
+    def verify_code(self, max_age: float = 0.0) -> str | None:
+        """The code Vercel expects in `x-vercel-verify` on every answer of `/`, if one is set;
+        `max_age` as in `WatchedLines.current`."""
         if self.verify_token:
             return self.verify_token
-        codes = self.verify_file.current() if self.verify_file is not None else []
+        codes = self.verify_file.current(max_age) if self.verify_file is not None else []
         return codes[0] if codes else None
 
-    def verify_headers(self) -> RawHeaders:
-        code = self.verify_code()
+    def verify_headers(self, max_age: float = 0.0) -> RawHeaders:
+        code = self.verify_code(max_age)
         return [(VERIFY_HEADER.encode(), code.encode("latin-1"))] if code else []
 
 
@@ -101,13 +118,14 @@ async def deliver(scope: Scope, receive: Receive, send: Send, drain: Drain) -> N
     """Answer one `POST /` from Vercel, and count it."""
     started = time.perf_counter()
     try:
-        status, answer, headers = 200, await _deliver(scope, receive, drain), []
+        status, answer = 200, await _deliver(scope, receive, drain)
+        headers = drain.verify_headers(0.0 if answer is HANDSHAKE_ANSWER else DELIVERY_VERIFY_MAX_AGE)
     except Refusal as refusal:
         log.warning("refused a delivery from %s: %d %s", client_host(scope.get("client")),
                     refusal.status, refusal.message)
-        status, headers = refusal.status, refusal.headers()
+        status, headers = refusal.status, refusal.headers() + drain.verify_headers()
         answer = {"code": refusal.code, "error": refusal.message}
-    await send_json(send, status, answer, headers + drain.verify_headers())
+    await send_json(send, status, answer, headers)
     metrics.deliveries_with_status(status).inc()
     metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
 
@@ -115,7 +133,7 @@ async def deliver(scope: Scope, receive: Receive, send: Send, drain: Drain) -> N
 async def _deliver(scope: Scope, receive: Receive, drain: Drain) -> dict[str, object]:
     payload = await verified_body(scope, receive, drain)
     if payload is None:
-        return {"accepted": 0, "rejected": 0}
+        return HANDSHAKE_ANSWER
     batch = split_records(payload) if not is_handshake(payload) else Batch()
     batch.streams = streams_of(payload, batch.records)
     duplicates = write_batch(batch, drain)
@@ -212,27 +230,32 @@ async def read_body(receive: Receive, declared: str | None, drain: Drain) -> byt
         raise _too_large(limits.body_bytes)
     reserved = 0
     chunks: list[bytes] = []
+    task = asyncio.current_task()
+    assert task is not None
+    drain.deadlines.watch(task)
     try:
         reserved = _reserve(drain, expected)
-        async with asyncio.timeout(limits.body_seconds):
-            size = 0
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise Refusal(400, "client_disconnected", "the client closed the connection mid-body")
-                chunk = message.get("body", b"")
-                more = message.get("more_body", False)
-                size += len(chunk)
-                if size > limits.body_bytes:
-                    raise _too_large(limits.body_bytes)
-                if size > reserved:
-                    reserved += _reserve(drain, size - reserved)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Refusal(408, "body_timeout", f"the body did not arrive within {limits.body_seconds:g} s; "
-                      "raise --body-timeout for slow links") from None
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Refusal(400, "client_disconnected", "the client closed the connection mid-body")
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            size += len(chunk)
+            if size > limits.body_bytes:
+                raise _too_large(limits.body_bytes)
+            if size > reserved:
+                reserved += _reserve(drain, size - reserved)
+            chunks.append(chunk)
+    except asyncio.CancelledError:
+        if drain.deadlines.forget(task) and task.uncancel() == 0:
+            raise Refusal(408, "body_timeout", f"the body did not arrive within {limits.body_seconds:g} s; "
+                          "raise --body-timeout for slow links") from None
+        raise
     finally:
+        drain.deadlines.forget(task)
         drain.inflight_bytes -= reserved
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
