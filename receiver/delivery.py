@@ -126,8 +126,7 @@ async def deliver(scope: Scope, receive: Receive, send: Send, drain: Drain) -> N
         status, headers = refusal.status, refusal.headers() + drain.verify_headers()
         answer = {"code": refusal.code, "error": refusal.message}
     await send_json(send, status, answer, headers)
-    metrics.deliveries_with_status(status).inc()
-    metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+    _counted(status, started)
 
 
 async def _deliver(scope: Scope, receive: Receive, drain: Drain) -> dict[str, object]:
@@ -173,8 +172,7 @@ async def deliver_traces(scope: Scope, receive: Receive, send: Send, drain: Drai
              *headers, *drain.verify_headers()]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
-    metrics.deliveries_with_status(status).inc()
-    metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+    _counted(status, started)
 
 
 async def _deliver_traces(
@@ -204,7 +202,7 @@ async def verified_body(scope: Scope, receive: Receive, drain: Drain) -> bytes |
     Vercel's unsigned `{}` endpoint check. The same rules for every drain type."""
     gzipped = _is_gzipped(header(scope, b"content-encoding"))
     body = await read_body(receive, header(scope, b"content-length"), drain)
-    metrics.WIRE_BYTES.inc(len(body))
+    metrics.TALLY.add(metrics.WIRE_BYTES, len(body))
     claimed = header(scope, SIGNATURE_HEADER.encode())
     if claimed is None:
         if is_handshake(_unsigned_peek(body, gzipped)):
@@ -213,7 +211,7 @@ async def verified_body(scope: Scope, receive: Receive, drain: Drain) -> bytes |
         raise Refusal(403, "missing_signature", f"{SIGNATURE_HEADER} header is missing; only Vercel's "
                       "signed deliveries and its {} endpoint check are accepted")
     payload = verified_payload(body, claimed, gzipped, drain.secrets(), drain.limits.decompressed_bytes)
-    metrics.DECOMPRESSED_BYTES.inc(len(payload))
+    metrics.TALLY.add(metrics.DECOMPRESSED_BYTES, len(payload))
     return payload
 
 
@@ -319,15 +317,15 @@ def write_batch(batch: Batch, drain: Drain) -> int:
             raise Refusal(503, "sink_unavailable", message) from None
     if drain.recent_ids is not None:
         drain.recent_ids.remember(fresh_ids, now)
-        metrics.DUPLICATES_DROPPED.inc(duplicates)
+        metrics.TALLY.add(metrics.DUPLICATES_DROPPED, duplicates)
     if batch.streams is None:
-        metrics.accepted_in(batch.stream).inc(len(batch.records))
+        metrics.TALLY.add(metrics.accepted_in(batch.stream), len(batch.records))
     else:
         for stream, count in batch.counts().items():
-            metrics.accepted_in(stream).inc(count)
+            metrics.TALLY.add(metrics.accepted_in(stream), count)
     if batch.rejects:
-        metrics.rejected_in(batch.stream).inc(len(batch.rejects))
-    metrics.LAST_WRITE_TIMESTAMP.set(now)
+        metrics.TALLY.add(metrics.rejected_in(batch.stream), len(batch.rejects))
+    metrics.TALLY.wrote_at(now)
     return duplicates
 
 
@@ -336,6 +334,12 @@ async def send_json(send: Send, status: int, content: object, headers: RawHeader
     start = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *headers]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
+
+
+def _counted(status: int, started: float) -> None:
+    metrics.TALLY.add(metrics.deliveries_with_status(status))
+    metrics.TALLY.request_took(time.perf_counter() - started)
+    metrics.TALLY.flush_if_shared()
 
 
 def _reserve(drain: Drain, size: int) -> int:
