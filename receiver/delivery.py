@@ -22,6 +22,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from receiver import metrics, otlp
+from receiver.deadlines import Deadlines
 from receiver.decode import BadGzip, Batch, BodyTooLarge, Reject, gunzip, inflated_pieces, split_records
 from receiver.dedupe import RecentIds
 from receiver.logs import client_host
@@ -47,6 +48,10 @@ FALLBACK_INFLATION_RATIO = 16
 FALLBACK_INFLATION_FLOOR = 1024 * 1024
 RETRY_AFTER_SECONDS = b"5"
 RawHeaders = list[tuple[bytes, bytes]]
+HANDSHAKE_ANSWER: dict[str, object] = {"accepted": 0, "rejected": 0}
+DELIVERY_VERIFY_MAX_AGE = 1.0
+"""Vercel checks `x-vercel-verify` on its unsigned `{}` handshake, which always reads the file
+afresh; a signed delivery's answer may carry a code read up to this many seconds before."""
 
 
 @dataclass
@@ -80,20 +85,32 @@ class Drain:
     verify_file: WatchedLines | None = None
     recent_ids: RecentIds | None = None
     inflight_bytes: int = field(default=0, init=False)
+    deadlines: Deadlines = field(init=False)
+    _secrets: list[bytes] = field(default_factory=list, init=False)
+    _secrets_of: tuple[str, ...] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.deadlines = Deadlines(self.limits.body_seconds)
 
     def secrets(self) -> list[bytes]:
-        """Every accepted secret once (a secret in both places costs one HMAC, not two)."""
-        return [s.encode() for s in dict.fromkeys((*self.env_secrets, *self.secret_file.current()))]
+        """Every accepted secret once (a secret in both places costs one HMAC, not two); the
+        list is rebuilt only when the secret file's entries change."""
+        entries = self.secret_file.current()
+        if entries is not self._secrets_of:
+            self._secrets = [s.encode() for s in dict.fromkeys((*self.env_secrets, *entries))]
+            self._secrets_of = entries
+        return self._secrets
 
-    def verify_code(self) -> str | None:
-        """The code Vercel expects in `x-vercel-verify` on every answer of `/`, if one is set."""
+    def verify_code(self, max_age: float = 0.0) -> str | None:
+        """The code Vercel expects in `x-vercel-verify` on every answer of `/`, if one is set;
+        `max_age` as in `WatchedLines.current`."""
         if self.verify_token:
             return self.verify_token
-        codes = self.verify_file.current() if self.verify_file is not None else []
+        codes = self.verify_file.current(max_age) if self.verify_file is not None else []
         return codes[0] if codes else None
 
-    def verify_headers(self) -> RawHeaders:
-        code = self.verify_code()
+    def verify_headers(self, max_age: float = 0.0) -> RawHeaders:
+        code = self.verify_code(max_age)
         return [(VERIFY_HEADER.encode(), code.encode("latin-1"))] if code else []
 
 
@@ -101,21 +118,21 @@ async def deliver(scope: Scope, receive: Receive, send: Send, drain: Drain) -> N
     """Answer one `POST /` from Vercel, and count it."""
     started = time.perf_counter()
     try:
-        status, answer, headers = 200, await _deliver(scope, receive, drain), []
+        status, answer = 200, await _deliver(scope, receive, drain)
+        headers = drain.verify_headers(0.0 if answer is HANDSHAKE_ANSWER else DELIVERY_VERIFY_MAX_AGE)
     except Refusal as refusal:
         log.warning("refused a delivery from %s: %d %s", client_host(scope.get("client")),
                     refusal.status, refusal.message)
-        status, headers = refusal.status, refusal.headers()
+        status, headers = refusal.status, refusal.headers() + drain.verify_headers()
         answer = {"code": refusal.code, "error": refusal.message}
-    await send_json(send, status, answer, headers + drain.verify_headers())
-    metrics.deliveries_with_status(status).inc()
-    metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+    await send_json(send, status, answer, headers)
+    _counted(status, started)
 
 
 async def _deliver(scope: Scope, receive: Receive, drain: Drain) -> dict[str, object]:
     payload = await verified_body(scope, receive, drain)
     if payload is None:
-        return {"accepted": 0, "rejected": 0}
+        return HANDSHAKE_ANSWER
     batch = split_records(payload) if not is_handshake(payload) else Batch()
     batch.streams = streams_of(payload, batch.records)
     duplicates = write_batch(batch, drain)
@@ -156,8 +173,7 @@ async def deliver_traces(scope: Scope, receive: Receive, send: Send, drain: Drai
              *headers, *drain.verify_headers()]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
-    metrics.deliveries_with_status(status).inc()
-    metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+    _counted(status, started)
 
 
 async def _deliver_traces(
@@ -188,7 +204,7 @@ async def verified_body(scope: Scope, receive: Receive, drain: Drain) -> bytes |
     Vercel's unsigned `{}` endpoint check. The same rules for every drain type."""
     gzipped = _is_gzipped(header(scope, b"content-encoding"))
     body = await read_body(receive, header(scope, b"content-length"), drain)
-    metrics.WIRE_BYTES.inc(len(body))
+    metrics.TALLY.add(metrics.WIRE_BYTES, len(body))
     claimed = header(scope, SIGNATURE_HEADER.encode())
     if claimed is None:
         if is_handshake(_unsigned_peek(body, gzipped)):
@@ -197,7 +213,7 @@ async def verified_body(scope: Scope, receive: Receive, drain: Drain) -> bytes |
         raise Refusal(403, "missing_signature", f"{SIGNATURE_HEADER} header is missing; only Vercel's "
                       "signed deliveries and its {} endpoint check are accepted")
     payload = verified_payload(body, claimed, gzipped, drain.secrets(), drain.limits.decompressed_bytes)
-    metrics.DECOMPRESSED_BYTES.inc(len(payload))
+    metrics.TALLY.add(metrics.DECOMPRESSED_BYTES, len(payload))
     return payload
 
 
@@ -214,27 +230,32 @@ async def read_body(receive: Receive, declared: str | None, drain: Drain) -> byt
         raise _too_large(limits.body_bytes)
     reserved = 0
     chunks: list[bytes] = []
+    task = asyncio.current_task()
+    assert task is not None
+    drain.deadlines.watch(task)
     try:
         reserved = _reserve(drain, expected)
-        async with asyncio.timeout(limits.body_seconds):
-            size = 0
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise Refusal(400, "client_disconnected", "the client closed the connection mid-body")
-                chunk = message.get("body", b"")
-                more = message.get("more_body", False)
-                size += len(chunk)
-                if size > limits.body_bytes:
-                    raise _too_large(limits.body_bytes)
-                if size > reserved:
-                    reserved += _reserve(drain, size - reserved)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Refusal(408, "body_timeout", f"the body did not arrive within {limits.body_seconds:g} s; "
-                      "raise --body-timeout for slow links") from None
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Refusal(400, "client_disconnected", "the client closed the connection mid-body")
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            size += len(chunk)
+            if size > limits.body_bytes:
+                raise _too_large(limits.body_bytes)
+            if size > reserved:
+                reserved += _reserve(drain, size - reserved)
+            chunks.append(chunk)
+    except asyncio.CancelledError:
+        if drain.deadlines.forget(task) and task.uncancel() == 0:
+            raise Refusal(408, "body_timeout", f"the body did not arrive within {limits.body_seconds:g} s; "
+                          "raise --body-timeout for slow links") from None
+        raise
     finally:
+        drain.deadlines.forget(task)
         drain.inflight_bytes -= reserved
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -298,15 +319,15 @@ def write_batch(batch: Batch, drain: Drain) -> int:
             raise Refusal(503, "sink_unavailable", message) from None
     if drain.recent_ids is not None:
         drain.recent_ids.remember(fresh_ids, now)
-        metrics.DUPLICATES_DROPPED.inc(duplicates)
+        metrics.TALLY.add(metrics.DUPLICATES_DROPPED, duplicates)
     if batch.streams is None:
-        metrics.accepted_in(batch.stream).inc(len(batch.records))
+        metrics.TALLY.add(metrics.accepted_in(batch.stream), len(batch.records))
     else:
         for stream, count in batch.counts().items():
-            metrics.accepted_in(stream).inc(count)
+            metrics.TALLY.add(metrics.accepted_in(stream), count)
     if batch.rejects:
-        metrics.rejected_in(batch.stream).inc(len(batch.rejects))
-    metrics.LAST_WRITE_TIMESTAMP.set(now)
+        metrics.TALLY.add(metrics.rejected_in(batch.stream), len(batch.rejects))
+    metrics.TALLY.wrote_at(now)
     return duplicates
 
 
@@ -330,6 +351,12 @@ async def send_json(send: Send, status: int, content: object, headers: RawHeader
     start = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *headers]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
+
+
+def _counted(status: int, started: float) -> None:
+    metrics.TALLY.add(metrics.deliveries_with_status(status))
+    metrics.TALLY.request_took(time.perf_counter() - started)
+    metrics.TALLY.flush_if_shared()
 
 
 def _reserve(drain: Drain, size: int) -> int:

@@ -10,6 +10,7 @@ every worker's files.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import socket
@@ -49,10 +50,11 @@ SIGNATURE_FAILURES = Counter(
     "drain_signature_failures", "Deliveries refused for a missing or wrong signature", ["reason"]
 )
 SINK_WRITE_ERRORS = Counter("drain_sink_write_errors", "Batches a sink could not write", ["sink"])
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REQUEST_SECONDS = Histogram(
     "drain_request_duration_seconds",
     "Time from the request's start to the answer of a delivery",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    buckets=REQUEST_BUCKETS,
 )
 ACTIVE_FILE_BYTES = Gauge(
     "drain_active_file_bytes", "Bytes in the file sink's active files", multiprocess_mode="livesum"
@@ -114,8 +116,71 @@ RECORDS_ACCEPTED.labels(LOGS)
 RECORDS_REJECTED.labels(LOGS)
 
 
+class Tally:
+    """The hot path's numbers, added up in plain Python and handed to prometheus-client by
+    `flush`, which every exposition calls first.
+
+    prometheus-client's `inc`, `set` and `observe` each take a lock and run several Python
+    calls (~10 us for a delivery's six, timeit on the bench machine, against ~3 us here).
+    With `--workers N` other processes read this one's numbers from its files, so each
+    delivery flushes at its end (`flush_if_shared`): the numbers are never behind.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[Counter, float] = {}
+        self._buckets = [0] * (len(REQUEST_BUCKETS) + 1)
+        self._seconds = 0.0
+        self._last_write: float | None = None
+        self.shared = bool(os.environ.get(MULTIPROC_ENV))
+
+    def add(self, counter: Counter, amount: float = 1) -> None:
+        with self._lock:
+            self._counts[counter] = self._counts.get(counter, 0) + amount
+
+    def request_took(self, seconds: float) -> None:
+        """`REQUEST_SECONDS.observe(seconds)`."""
+        with self._lock:
+            self._buckets[bisect.bisect_left(REQUEST_BUCKETS, seconds)] += 1
+            self._seconds += seconds
+
+    def wrote_at(self, timestamp: float) -> None:
+        """`LAST_WRITE_TIMESTAMP.set(timestamp)`."""
+        self._last_write = timestamp
+
+    def flush_if_shared(self) -> None:
+        if self.shared:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            buckets, self._buckets = self._buckets, [0] * len(self._buckets)
+            seconds, self._seconds = self._seconds, 0.0
+            last_write, self._last_write = self._last_write, None
+        for counter, amount in counts.items():
+            counter.inc(amount)
+        if any(buckets):
+            _add_to_histogram(REQUEST_SECONDS, buckets, seconds)
+        if last_write is not None:
+            LAST_WRITE_TIMESTAMP.set(last_write)
+
+
+def _add_to_histogram(histogram: Histogram, buckets: list[int], total: float) -> None:
+    """Many observations at once: prometheus-client has no public call for it, so this adds
+    to the histogram's own bucket values (`tests/test_metrics_tally.py` checks the page)."""
+    histogram._sum.inc(total)  # type: ignore[attr-defined]
+    for value, count in zip(histogram._buckets, buckets, strict=True):  # type: ignore[attr-defined]
+        if count:
+            value.inc(count)
+
+
+TALLY = Tally()
+
+
 def exposition() -> tuple[bytes, str]:
     """The metrics page and its content type, for this process or for all worker processes."""
+    TALLY.flush()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -8,9 +8,11 @@ created with mode 0600 and always replaced atomically, so a reader never sees ha
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,15 +112,22 @@ class WatchedLines:
     """The entries of a secret-style file, re-read whenever the file changes.
 
     One `stat` per call tells whether the file changed (inode, size, mtime, ctime), so a rotation
-    or a fresh verification code takes effect on the next request, without a restart. When the
-    file disappears or cannot be read, the entries last read stay in force.
+    or a fresh verification code takes effect on the next request, without a restart (for a
+    caller passing `max_age`, within that many seconds). When the file disappears or cannot be
+    read, the entries last read stay in force.
     """
 
     path: Path
     _stamp: tuple[int, ...] | None = field(default=None, init=False)
     _entries: tuple[str, ...] = field(default=(), init=False)
+    _checked: float = field(default=-math.inf, init=False)
 
-    def current(self) -> tuple[str, ...]:
+    def current(self, max_age: float = 0.0) -> tuple[str, ...]:
+        """The entries; with `max_age`, those of a check at most that many seconds old."""
+        now = time.monotonic()
+        if now - self._checked < max_age:
+            return self._entries
+        self._checked = now
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
