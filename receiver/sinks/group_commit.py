@@ -8,8 +8,9 @@ fsyncs the files in a thread of its own while the event loop goes on writing, th
 deliveries it took. Whoever writes while a round runs joins the next one. A round starts
 `LINGER` seconds after its first delivery began waiting: an fsync on the bench machine takes
 less time than a delivery (0.3 ms), so without the pause a round covered 1.3 deliveries and
-`--fsync` ran at 74-81% of the speed without it; with 2 ms a round covers about 9, at 91%
-(bench/RESULTS.md, "fsync"). A delivery waits at most 2 ms more, which Vercel never notices.
+`--fsync` ran at 74-81% of the speed without it; with the pause a round covers about 9.5, at
+90.5% (bench/RESULTS.md, "fsync"). A delivery waits at most `LINGER` more, which Vercel never
+notices; a file only retired waits as long to be closed.
 
 A file the sink is done with (rotated, deleted under it) is `retire`d rather than closed: its
 descriptor stays open until a round has synced it, so a round never fsyncs a number that was
