@@ -187,6 +187,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Defaults shown after each option; the epilog's lines kept as written."""
 
 
+@dataclass(frozen=True)
+class InvalidEnvironmentValue:
+    """The default of an option whose environment variable does not parse: an error only when
+    no flag on the command line replaces it."""
+
+    message: str
+
+    def __str__(self) -> str:  # how --help shows it as the default
+        return f"invalid: {self.message}"
+
+
 def build_parser(env: Mapping[str, str], epilog: str = "") -> argparse.ArgumentParser:
     """The command line; each option's default comes from its environment variable."""
     parser = argparse.ArgumentParser(
@@ -202,21 +213,19 @@ def build_parser(env: Mapping[str, str], epilog: str = "") -> argparse.ArgumentP
     )
     defaults = Settings()
     checks: list[tuple[str, str, str, Callable[[Any], str | None]]] = []
-    env_errors: list[str] = []
 
     def option(flag: str, variable: str, default: object, help: str,
                check: Callable[[Any], str | None] | None = None, **kwargs: object) -> None:
-        raw = env.get(variable)
+        value: object = env.get(variable)
         convert = kwargs.get("type")
-        if raw is not None and callable(convert):
+        if value is not None and callable(convert):
             try:
-                convert(raw)
+                convert(value)
             except argparse.ArgumentTypeError as error:
-                env_errors.append(f"{variable}={raw!r} (for {flag}): {error}")
-                raw = None
+                value = InvalidEnvironmentValue(f"{variable}={value!r} (for {flag}): {error}")
         action = parser.add_argument(
             flag,
-            default=raw if raw is not None else default,
+            default=value if value is not None else default,
             help=f"{help} [env {variable}]",
             **kwargs,  # type: ignore[arg-type]
         )
@@ -297,7 +306,7 @@ def build_parser(env: Mapping[str, str], epilog: str = "") -> argparse.ArgumentP
     option("--spool-max-bytes", "DRAIN_SPOOL_MAX_BYTES", "0",
            "with --archive, answer 503 (and /readyz unready) while finished files waiting for "
            "upload hold more than this (0: no limit)", type=parse_size)
-    parser.set_defaults(_checks=checks, _env_errors=env_errors)
+    parser.set_defaults(_checks=checks)
     return parser
 
 
@@ -312,8 +321,9 @@ def load_settings(
         sinks = parse_sinks(getattr(args, "sink", None) or [env.get("DRAIN_SINK") or "stdout"])
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
-    if args._env_errors:
-        parser.error(args._env_errors[0])
+    invalid = [value for value in vars(args).values() if isinstance(value, InvalidEnvironmentValue)]
+    if invalid:
+        parser.error(invalid[0].message)
     for flag, variable, dest, check in args._checks:
         problem = check(getattr(args, dest))
         if problem:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from receiver.settings import load_settings
 from tests.support import REPO_ROOT, Receiver, free_port, running_receiver
 
 SECRET = "settings-secret-0123456789abcdefghijkl"
@@ -49,6 +50,18 @@ def test_out_of_range_settings_are_one_line_usage_errors(
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_flag_replaces_an_environment_value_that_does_not_parse(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = load_settings(["--port", "8080", "--max-body-bytes", "1MiB"],
+                             {"PORT": "eighty", "DRAIN_MAX_BODY_BYTES": "lots"})
+    assert (settings.port, settings.max_body_bytes) == (8080, 1024 * 1024)
+    with pytest.raises(SystemExit) as exited:
+        load_settings(["--port", "8080"], {"PORT": "eighty", "DRAIN_MAX_BODY_BYTES": "lots"})
+    assert exited.value.code == 2
+    assert "DRAIN_MAX_BODY_BYTES='lots' (for --max-body-bytes)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, expected", [
