@@ -133,6 +133,8 @@ async def _deliver(scope: Scope, receive: Receive, drain: Drain) -> dict[str, ob
     payload = await verified_body(scope, receive, drain)
     if payload is None:
         return HANDSHAKE_ANSWER
+    if otlp.is_json_export(payload):
+        return otlp.response_object(await write_spans(payload, otlp.JSON, drain))
     batch = split_records(payload) if not is_handshake(payload) else Batch()
     batch.streams = streams_of(payload, batch.records)
     duplicates = write_batch(batch, drain)
@@ -185,6 +187,11 @@ async def _deliver_traces(
     payload = await verified_body(scope, receive, drain)
     if payload is None or (content_type == otlp.JSON and is_handshake(payload)):
         return None
+    return await write_spans(payload, content_type, drain)
+
+
+async def write_spans(payload: bytes, content_type: str, drain: Drain) -> otlp.Spans:
+    """Write a verified trace export's spans (a body that is none is kept as a reject: 400)."""
     try:
         decode = otlp.spans_from_protobuf if content_type == otlp.PROTOBUF else otlp.spans_from_json
         spans = decode(payload)

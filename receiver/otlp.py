@@ -33,6 +33,8 @@ JSON = "application/json"
 TRACE_ID_BYTES = 16
 SPAN_ID_BYTES = 8
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+EXPORT_MARKER = b'"resourceSpans"'
+EXPORT_HEAD_BYTES = 64
 _BAD_PROTOBUF_IDS = "span has no valid traceId (16 bytes) and spanId (8 bytes)"
 
 _decode_request = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
@@ -68,6 +70,19 @@ def is_otlp_content_type(content_type: str | None) -> bool:
 
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json_export(body: bytes) -> bool:
+    """Whether a JSON body posted to `/` is an OTLP export (an object whose one field is
+    `resourceSpans`: a trace drain given the receiver's base URL) rather than logs. Any other
+    body costs one look at its first bytes."""
+    head = body[:EXPORT_HEAD_BYTES].lstrip()
+    if not head.startswith(b"{") or EXPORT_MARKER not in head:
+        return False
+    try:
+        return list(_decode_request(body)) == ["resourceSpans"]
+    except _PARSE_ERRORS:
+        return False
 
 
 def spans_from_json(body: bytes) -> Spans:
@@ -129,10 +144,15 @@ def response_body(spans: Spans | None, protobuf: bool) -> bytes:
             response.partial_success.rejected_spans = spans.rejected_spans
             response.partial_success.error_message = spans.error_message
         return response.SerializeToString()
+    return orjson.dumps(response_object(spans))
+
+
+def response_object(spans: Spans | None) -> dict[str, object]:
+    """The `ExportTraceServiceResponse` in OTLP JSON, before encoding."""
     if spans is None or not spans.rejected_spans:
-        return b"{}"
-    return orjson.dumps({"partialSuccess": {"rejectedSpans": str(spans.rejected_spans),
-                                            "errorMessage": spans.error_message}})
+        return {}
+    return {"partialSuccess": {"rejectedSpans": str(spans.rejected_spans),
+                               "errorMessage": spans.error_message}}
 
 
 def status_body(grpc_code: int, message: str) -> bytes:

@@ -110,6 +110,10 @@ def spans_file(receiver: Receiver, name: str = "traces") -> Path:
     return receiver.data / "traces" / day / f"{name}.ndjson"  # type: ignore[attr-defined]
 
 
+def logs_file(receiver: Receiver) -> Path:
+    return spans_file(receiver).parents[2] / "logs" / spans_file(receiver).parent.name / "logs.ndjson"
+
+
 def written_since(path: Path, before: int) -> list[bytes]:
     return path.read_bytes()[before:].splitlines() if path.exists() else []
 
@@ -134,14 +138,29 @@ def test_protobuf_spans_are_written_one_a_line_as_otlp_json(
 
 
 @pytest.mark.parametrize("gzipped", [False, True])
-def test_json_spans_are_kept_as_sent(receiver: Receiver, gzipped: bool) -> None:
+@pytest.mark.parametrize("path", ["/v1/traces", "/"])
+def test_json_spans_are_kept_as_sent(receiver: Receiver, gzipped: bool, path: str) -> None:
+    """Also when a trace drain was given the receiver's base URL: a JSON export to `/` is
+    recognised by its one field, `resourceSpans`, and answered as OTLP."""
     body = json.dumps(otlp_json(), indent=2).encode()
-    before = size(spans_file(receiver))
-    response = export(receiver, body, "application/json", gzipped=gzipped)
+    before, logs_before = size(spans_file(receiver)), size(logs_file(receiver))
+    response = export(receiver, body, "application/json", path, gzipped=gzipped)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {}
     assert [json.loads(line) for line in written_since(spans_file(receiver), before)] == one_span_requests()
+    assert size(logs_file(receiver)) == logs_before
+
+
+def test_a_log_line_that_mentions_resource_spans_stays_a_log(receiver: Receiver) -> None:
+    lines = [b'{"resourceSpans": [], "message": "a log record with a field of that name"}',
+             b'{"id": "x1", "message": "\\"resourceSpans\\" in a message", "source": "lambda"}']
+    before, spans_before = size(logs_file(receiver)), size(spans_file(receiver))
+    for line in lines:
+        response = export(receiver, line + b"\n", "application/json", "/")
+        assert response.json() == {"accepted": 1, "rejected": 0}
+    assert written_since(logs_file(receiver), before) == lines
+    assert size(spans_file(receiver)) == spans_before
 
 
 def test_vercels_own_example_is_kept_even_with_its_string_kind(receiver: Receiver) -> None:
