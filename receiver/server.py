@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -38,9 +39,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     httptools (llhttp) rather than h11, and uvloop, for speed: 120k -> 166k records/s with
     httptools, 190k with uvloop too (bench, NDJSON, 100-record batches; bench/RESULTS.md).
     But httptools buffers request headers of any size until they end, where h11 refused them
-    past 16 KiB. Here a request line and headers past `MAX_HEADER_BYTES` get a 431 and the
-    connection is closed: checked exactly once they are complete, and for every read while
-    they are still arriving, so at most the cap plus one read is ever held. Chunked trailers
+    past 16 KiB. Here a request line and headers past `MAX_HEADER_BYTES` get a 431 (JSON, as
+    every refusal) and the connection is closed: checked exactly once they are complete, and
+    for every read while they are still arriving, so at most the cap plus one read is ever
+    held. Chunked trailers
     (fields after the last chunk, which llhttp reports through `on_header`, and uvicorn added
     to the request's headers without limit: 50 MiB of them took 1.2 GiB) are dropped and
     held to the same cap: the bytes between two pieces of body (chunk framing, then trailers)
@@ -147,9 +149,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _refuse_large_headers(self, what: str = "request headers") -> None:
         message = f"{what} are larger than {MAX_HEADER_BYTES} bytes"
         self.logger.warning("refused a request from %s: %s", client_host(self.client), message)
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
-                             b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
-                             % (len(message), message.encode()))
+        body = orjson.dumps({"code": "headers_too_large", "error": message})
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                             b"content-type: application/json\r\nconnection: close\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(body), body))
         self.transport.close()
 
     def on_response_complete(self) -> None:

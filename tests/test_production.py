@@ -281,7 +281,10 @@ def test_oversized_headers_are_refused(guarded: Receiver) -> None:
     conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nx-big: " + b"a" * 200_000 + b"\r\n\r\n")
     reply = read_all(conn)
     assert reply.startswith(b"HTTP/1.1 431"), reply[:100]
-    assert b"request headers are larger than 16384 bytes" in reply
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head
+    assert json.loads(body) == {"code": "headers_too_large",
+                                "error": "request headers are larger than 16384 bytes"}
 
 
 def test_headers_that_never_end_are_refused_while_they_arrive(guarded: Receiver) -> None:
