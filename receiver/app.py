@@ -6,8 +6,6 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import orjson
 from starlette.applications import Starlette
@@ -110,26 +108,36 @@ def create_app(settings: Settings) -> ASGIApp:
         return json_response(error.status_code, {"code": code, "error": message},
                              dict(error.headers or {}))
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        for sink in drain.sinks:
-            sink.start()
+    async def lifespan(receive: Receive, send: Send) -> None:
+        """Sinks start before the first request, and are flushed and closed after the last. A
+        sink that cannot start fails the start-up with one line (uvicorn then exits with 3)."""
+        await receive()  # lifespan.startup
+        started: list[Sink] = []
+        try:
+            for sink in drain.sinks:
+                sink.start()
+                started.append(sink)
+        except OSError as error:
+            for sink in started:
+                sink.close()
+            await send({"type": "lifespan.startup.failed", "message": sink_start_failure(sink, error)})
+            return
         if uploader is not None:
             uploader.start()
         log.info("worker %d ready: sinks %s; %d secrets accepted", os.getpid(),
                  ", ".join(settings.sinks), len(drain.secrets()))
-        try:
-            yield
-        finally:
-            if uploader is not None:  # ship what was written, within the shutdown timeout
-                for sink in drain.sinks:
-                    if isinstance(sink, FileSink):
-                        sink.rotate_now()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        if uploader is not None:  # ship what was written, within the shutdown timeout
             for sink in drain.sinks:
-                sink.close()
-            if uploader is not None:
-                await asyncio.to_thread(uploader.finish, settings.shutdown_timeout)
-            log.info("worker %d: sinks flushed and closed", os.getpid())
+                if isinstance(sink, FileSink):
+                    sink.rotate_now()
+        for sink in drain.sinks:
+            sink.close()
+        if uploader is not None:
+            await asyncio.to_thread(uploader.finish, settings.shutdown_timeout)
+        log.info("worker %d: sinks flushed and closed", os.getpid())
+        await send({"type": "lifespan.shutdown.complete"})
 
     starlette = Starlette(
         routes=[
@@ -140,7 +148,6 @@ def create_app(settings: Settings) -> ASGIApp:
             *([] if settings.metrics_port else [Route("/metrics", metrics_page, methods=["GET"])]),
         ],
         exception_handlers={HTTPException: http_error},
-        lifespan=lifespan,
     )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,10 +158,19 @@ def create_app(settings: Settings) -> ASGIApp:
                 await deliver(scope, receive, send, drain)
         elif scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == TRACES_PATH:
             await deliver_traces(scope, receive, send, drain)
+        elif scope["type"] == "lifespan":
+            await lifespan(receive, send)
         else:
             await starlette(scope, receive, send)
 
     return app
+
+
+def sink_start_failure(sink: Sink, error: OSError) -> str:
+    """The one line that says why a sink could not start, and what to do."""
+    where = f": {error.filename}" if error.filename else ""
+    return (f"the {sink.name} sink cannot start: {error.strerror or error}{where}; the directory and "
+            "the files in it must belong to the receiver's user and be no symlinks; fix that and restart")
 
 
 def json_response(status: int, content: object, headers: dict[str, str] | None = None) -> Response:

@@ -78,6 +78,22 @@ def test_settings_that_cannot_work_here_are_one_line_and_exit_2(args: list[str],
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_sink_that_cannot_start_is_one_line_and_no_traceback(tmp_path: Path) -> None:
+    """A planted symlink where a worker's lock file goes (the receiver never follows one)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ".worker-0.lock").symlink_to(tmp_path / "elsewhere")
+    result = run_receiver(["--host", "127.0.0.1", "--port", str(free_port()), "--sink", "file",
+                           "--dir", str(data)])
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert errors[0].endswith(f"the file sink cannot start: Too many levels of symbolic links: "
+                              f"{data}/.worker-0.lock; the directory and the files in it must belong "
+                              "to the receiver's user and be no symlinks; fix that and restart")
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_a_port_in_use_is_named_before_starting() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
