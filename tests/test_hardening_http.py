@@ -112,9 +112,24 @@ def small_bodies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]
         yield receiver
 
 
+@pytest.fixture(scope="module")
+def small_budget(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    workdir = tmp_path_factory.mktemp("small-budget")
+    args = ["--max-inflight-bytes", "512KiB"]
+    with running_receiver(workdir, args, env={"DRAIN_SECRET": SECRET}) as receiver:
+        yield receiver
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-def test_an_early_refusal_reaches_a_client_that_asked_to_close(small_bodies: Receiver, framing: str) -> None:
-    """Issue 16.5: with `Connection: close` and the body still coming, the 413 was lost to a reset."""
+@pytest.mark.parametrize(("limited", "status", "hint"), [
+    ("small_bodies", 413, b"raise --max-body-bytes"),
+    ("small_budget", 503, b"too many bytes in flight; retry later"),
+])
+def test_an_early_refusal_reaches_a_client_that_asked_to_close(
+    request: pytest.FixtureRequest, limited: str, framing: str, status: int, hint: bytes
+) -> None:
+    """Issue 16.5: with `Connection: close` and the body still coming, the refusal was lost to a reset."""
+    receiver: Receiver = request.getfixturevalue(limited)
     body = b" " * (8 << 20)
     if framing == "chunked":
         head = b"Transfer-Encoding: chunked\r\n"
@@ -124,7 +139,7 @@ def test_an_early_refusal_reaches_a_client_that_asked_to_close(small_bodies: Rec
         head = b"Content-Length: %d\r\n" % len(body)
     request = (b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-vercel-signature: " + b"0" * 40
                + b"\r\n" + head + b"\r\n" + body)
-    host, port = small_bodies.url.removeprefix("http://").split(":")
+    host, port = receiver.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as conn:
         conn.settimeout(10)
         sender = threading.Thread(target=lambda: _send_ignoring_errors(conn, request))
@@ -133,9 +148,11 @@ def test_an_early_refusal_reaches_a_client_that_asked_to_close(small_bodies: Rec
         while chunk := conn.recv(65536):  # a reset here is the bug: raises ConnectionResetError
             reply += chunk
         sender.join(10)
-    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-    assert json_body(reply)["code"] == "body_too_large"
-    assert b"max-body-bytes" in reply
+    head = reply.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 %d" % status), reply[:200]
+    assert json_body(reply)["code"] == {413: "body_too_large", 503: "busy"}[status]
+    assert hint in reply
+    assert (b"retry-after: 5" in head) == (status == 503)
 
 
 def _send_ignoring_errors(conn: socket.socket, data: bytes) -> None:
