@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -99,6 +100,9 @@ def test_search_filter_open_zoom_follow_a_link_and_xss_renders_as_text(
     page.wait_for_selector("#results tbody tr")
     assert page.locator("#results tbody tr").count() == 100
     page.wait_for_selector("#histogram .bar")
+    shot = SCREENSHOT if os.environ.get("DRAIN_UPDATE_SCREENSHOT") == "1" else tmp_path / "search.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
 
     page.fill("#level", "error")
     page.click("#search button")
@@ -112,9 +116,6 @@ def test_search_filter_open_zoom_follow_a_link_and_xss_renders_as_text(
     assert xss_row.locator("td:nth-child(5)").text_content() == XSS_PATH
     assert page.evaluate("window.injected") is None
     assert page.locator("#results img, #results script, #record img, #record script").count() == 0
-    shot = SCREENSHOT if os.environ.get("DRAIN_UPDATE_SCREENSHOT") == "1" else tmp_path / "search.png"
-    page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 10_000
 
     xss_row.locator("td:nth-child(6)").click()
     record = page.locator("#record")
@@ -143,3 +144,34 @@ def test_a_wrong_token_gets_nothing_and_the_login_stays(browser: object, ui: str
     assert not page.locator("#app").is_visible()
     assert page.locator("#results tbody tr").count() == 0
     assert httpx.get(ui + "/api/search", timeout=10).status_code == 401
+
+
+def test_the_histogram_shows_its_scale_its_colours_and_a_time_axis(browser: object, ui: str) -> None:
+    page = log_in(browser, ui, TOKEN)
+    page.wait_for_selector("#histogram .bar")
+    caption = page.locator("#histogram-caption").text_content()
+    match = re.match(r"3,000 matches; tallest bar (\d+), one bar (\d+) (s|min)", caption)
+    assert match, caption
+    tallest = int(match.group(1))
+    bars = page.locator("#histogram .bar")
+    counts = [int(title.rsplit(": ", 1)[1]) for title in bars.evaluate_all("bs => bs.map(b => b.title)")]
+    assert sum(counts) == 3000 and max(counts) == tallest
+    levels = page.locator("#histogram-caption .key + span").all_text_contents()
+    assert levels == ["info", "warning", "error", "fatal"]  # the fixture's levels, in this order
+    colour = "e => getComputedStyle(e).backgroundColor"
+    swatch = page.locator("#histogram-caption .key.error").evaluate(colour)
+    part = page.locator("#histogram .bar .error").first.evaluate(colour)
+    assert swatch == part != "rgba(0, 0, 0, 0)"
+    ticks = page.locator("#histogram-axis span").all_text_contents()
+    assert len(ticks) == 5 and ticks[0].endswith(" UTC")
+    assert all(re.fullmatch(r"\d\d:\d\d", tick) for tick in ticks[1:]), ticks
+
+    # Records with another level, or none, are drawn too (in greys), after the known levels.
+    page.evaluate("drawHistogram({start: 0, end: 2000, width: 1000, counts: "
+                  "[[0, '-', 2], [0, 'info', 1], [1, 'debug', 1]]})")
+    assert page.locator("#histogram-caption .key + span").all_text_contents() == ["info", "debug", "no level"]
+    for part in page.locator("#histogram .bar > div").all():
+        assert part.evaluate(colour) != "rgba(0, 0, 0, 0)"
+    assert page.locator("#histogram .bar > div").count() == 3
+    caption = page.locator("#histogram-caption").text_content()
+    assert caption.startswith("4 matches; tallest bar 3, one bar 1 s")

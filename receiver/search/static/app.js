@@ -91,23 +91,35 @@ function showRecord(r) {
   pre.hidden = false;
 }
 
+const LEVELS = ["info", "warning", "error", "fatal"];
+
+// Known levels in their order, then any other (each its own name, one grey), then "-" (no level).
+function levelsOf(counts) {
+  const seen = new Set(counts.map(([, level]) => level));
+  const others = [...seen].filter((l) => !LEVELS.includes(l) && l !== "-").sort();
+  return [...LEVELS.filter((l) => seen.has(l)), ...others, ...(seen.has("-") ? ["-"] : [])];
+}
+
+function levelClass(level) { return LEVELS.includes(level) ? level : level === "-" ? "no-level" : "other-level"; }
+
 function drawHistogram(h) {
   const box = $("histogram");
   box.replaceChildren();
   const n = h.width ? Math.ceil((h.end - h.start) / h.width) : 0;
   const buckets = Array.from({ length: n }, () => ({}));
   for (const [b, level, count] of h.counts) if (buckets[b]) buckets[b][level] = count;
-  const peak = Math.max(1, ...buckets.map((b) => Object.values(b).reduce((x, y) => x + y, 0)));
+  const totals = buckets.map((b) => Object.values(b).reduce((x, y) => x + y, 0));
+  const peak = Math.max(1, ...totals);
+  const levels = levelsOf(h.counts);
   buckets.forEach((b, i) => {
     const bar = document.createElement("div");
     bar.className = "bar";
-    const total = Object.values(b).reduce((x, y) => x + y, 0);
-    bar.title = `${utc(h.start + i * h.width)}: ${total}`;
+    bar.title = `${utc(h.start + i * h.width)}: ${totals[i]}`;
     bar.style.height = "100%";
-    for (const level of ["info", "warning", "error", "fatal", "-"]) {
+    for (const level of levels) {
       if (!b[level]) continue;
       const part = document.createElement("div");
-      part.className = level; part.style.height = `${(100 * b[level]) / peak}%`;
+      part.className = levelClass(level); part.style.height = `${(100 * b[level]) / peak}%`;
       bar.appendChild(part);
     }
     bar.addEventListener("click", () => {
@@ -118,6 +130,46 @@ function drawHistogram(h) {
     });
     box.appendChild(bar);
   });
+  drawAxes(h, n, totals, peak, levels);
+}
+
+// The histogram's scale (its tallest bar, what one bar spans), its colours, and its time axis.
+function drawAxes(h, n, totals, peak, levels) {
+  const caption = $("histogram-caption");
+  caption.replaceChildren();
+  const matches = totals.reduce((x, y) => x + y, 0);
+  const scale = n ? `${matches.toLocaleString("en")} matches; tallest bar ${peak.toLocaleString("en")}, `
+    + `one bar ${span(h.width)}` : "no matches";
+  caption.appendChild(document.createTextNode(scale));
+  for (const level of levels) {
+    const key = document.createElement("span");
+    key.className = `key ${levelClass(level)}`;
+    const name = document.createElement("span");
+    name.textContent = level === "-" ? "no level" : level;
+    caption.append(" ", key, name);
+  }
+  const axis = $("histogram-axis");
+  axis.replaceChildren();
+  if (!n) return;
+  const end = h.start + n * h.width;
+  for (let i = 0; i <= 4; i += 1) {
+    const label = document.createElement("span");
+    label.textContent = tick(h.start + ((end - h.start) * i) / 4, end - h.start, i === 0);
+    axis.appendChild(label);
+  }
+}
+
+function span(ms) {
+  for (const [unit, size] of [["d", 86400000], ["h", 3600000], ["min", 60000], ["s", 1000]]) {
+    if (ms >= size) return `${Number.isInteger(ms / size) ? ms / size : (ms / size).toPrecision(2)} ${unit}`;
+  }
+  return `${ms} ms`;
+}
+
+function tick(ms, range, first) {
+  const iso = new Date(ms).toISOString();
+  if (range > 2 * 86400000) return `${iso.slice(5, 10)} ${iso.slice(11, 16)}`;
+  return first ? `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC` : iso.slice(11, range < 600000 ? 19 : 16);
 }
 
 // The table is filled as soon as /api/search answers; the histogram (it counts every match, so
