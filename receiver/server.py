@@ -42,11 +42,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     past 16 KiB. Here a request line and headers past `MAX_HEADER_BYTES` get a 431 (JSON, as
     every refusal) and the connection is closed: checked exactly once they are complete, and
     for every read while they are still arriving, so at most the cap plus one read is ever
-    held. Chunked trailers
-    (fields after the last chunk, which llhttp reports through `on_header`, and uvicorn added
-    to the request's headers without limit: 50 MiB of them took 1.2 GiB) are dropped and
-    held to the same cap: the bytes between two pieces of body (chunk framing, then trailers)
-    are counted read by read, and past the cap the request gets a 431 too.
+    held. Chunked trailers (fields after the last chunk, which llhttp reports through
+    `on_header`, and uvicorn added to the request's headers without limit: 50 MiB of them took
+    1.2 GiB) are dropped and held to the same cap: the bytes between two pieces of body (chunk
+    framing, then trailers) are counted read by read, and past the cap the request gets a 431
+    too.
 
     uvicorn closes a connection that stays idle after a response (`timeout_keep_alive`), but
     not one that connects and then sends nothing, or sends its headers a byte at a time. Here a
