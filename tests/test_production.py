@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -185,6 +186,22 @@ def test_dedupe_window_drops_redelivered_records(tmp_path: Path) -> None:
         assert ids == [str(i) for i in range(15)]
         page = httpx.get(receiver.url + "/metrics").text
         assert metric(page, "drain_duplicate_records_dropped_total") == 5
+
+
+def test_fsync_deliveries_are_written_and_their_rounds_counted(tmp_path: Path) -> None:
+    """That rounds group deliveries is tests/test_group_commit.py's; here the metric counts them."""
+    args = ["--fsync", "--sink", "file", "--dir", str(tmp_path / "data")]
+    with running_receiver(tmp_path, args, env={"DRAIN_SECRET": SECRET}) as receiver:
+        bodies = [batch(range(start, start + 20)) for start in range(0, 640, 20)]
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda body: receiver.post(body, SECRET).json(), bodies))
+        assert answers == [{"accepted": 20, "rejected": 0}] * 32
+        ids = sorted(int(json.loads(line)["id"]) for line in lines_under(tmp_path / "data"))
+        assert ids == list(range(640))
+        page = httpx.get(receiver.url + "/metrics").text
+        rounds = metric(page, "drain_fsync_duration_seconds_count")
+        assert 1 <= rounds <= 32, "at most one round a delivery"
+        assert 0 < metric(page, "drain_fsync_duration_seconds_sum") < rounds * 1.0
 
 
 def test_recent_ids_remember_only_what_was_written() -> None:

@@ -19,6 +19,8 @@ closed and reused for another file.
 An fsync that fails leaves the kernel's copy of the data in doubt (the pages may be marked clean
 though they never reached the disk, so a second fsync would "succeed"): the failure is kept,
 every later round fails with it, and the sink refuses new batches until the receiver restarts.
+
+`drain_fsync_duration_seconds` shows each round's fsync time; its count is the rounds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from receiver import metrics
 from receiver.sinks import SinkError
 
 LINGER = 0.002
@@ -108,6 +111,7 @@ class GroupCommit:
             retired, self._retired = self._retired, []
             waiters, self._waiters = self._waiters, []
             self.rounds += 1
+        started = time.perf_counter()
         for fd in fds:
             if self.failure is not None:
                 break
@@ -115,6 +119,7 @@ class GroupCommit:
                 os.fsync(fd)
             except OSError as error:
                 self.failure = f"fsync failed ({error.strerror or error}); written data may be lost"
+        metrics.FSYNC_SECONDS.observe(time.perf_counter() - started)
         for fd in retired:
             with contextlib.suppress(OSError):
                 os.close(fd)
