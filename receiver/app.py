@@ -166,11 +166,18 @@ def create_app(settings: Settings) -> ASGIApp:
     return app
 
 
+START_ADVICE = {
+    "file": "--dir (env DRAIN_DIR) and the files in it must belong to the receiver's user and be no symlinks",
+    "stdout": "stdout must be open for writing",
+}
+
+
 def sink_start_failure(sink: Sink, error: OSError) -> str:
     """The one line that says why a sink could not start, and what to do."""
     where = f": {error.filename}" if error.filename else ""
-    return (f"the {sink.name} sink cannot start: {error.strerror or error}{where}; the directory and "
-            "the files in it must belong to the receiver's user and be no symlinks; fix that and restart")
+    advice = START_ADVICE.get(sink.name, "check the file named")
+    return (f"the {sink.name} sink cannot start: {error.strerror or error}{where}; {advice}; "
+            "fix that and restart")
 
 
 def json_response(status: int, content: object, headers: dict[str, str] | None = None) -> Response:
