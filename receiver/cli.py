@@ -16,7 +16,7 @@ from receiver.logs import logging_config
 from receiver.secret_file import new_secret, read_secrets, write_secrets
 from receiver.server import serve
 from receiver.settings import Settings, load_settings
-from receiver.startup import StartupError, check_settings, describe
+from receiver.startup import StartupError, check_settings, describe, hold_standard_streams
 
 log = logging.getLogger("receiver")
 
@@ -82,6 +82,7 @@ def serve_main(argv: Sequence[str]) -> int:
     logging.config.dictConfig(config)
     os.umask(settings.umask)
     try:
+        hold_standard_streams(settings)
         check_settings(settings)
     except StartupError as error:
         log.error("%s", error)

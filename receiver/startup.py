@@ -19,6 +19,28 @@ class StartupError(Exception):
     """A setting the receiver cannot start with; the message names it and what to do."""
 
 
+STANDARD_STREAMS = (0, 1, 2)
+
+
+def hold_standard_streams(settings: Settings) -> None:
+    """A closed stdin, stdout or stderr is a number the next file or socket opened would take,
+    and then get the records or logs meant for it. Fail when the stdout sink would have no
+    stdout; hold any other closed one open on /dev/null."""
+    for fd in STANDARD_STREAMS:
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        if fd == 1 and "stdout" in settings.sinks:
+            raise StartupError("stdout is closed, and the stdout sink writes every record there: give "
+                               "the receiver a stdout (a pipe or a file), or choose --sink file")
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+
+
 def check_settings(settings: Settings) -> None:
     """Raise `StartupError` for the first setting that cannot work on this machine."""
     with contextlib.ExitStack() as bound:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from receiver.settings import load_settings
-from tests.support import REPO_ROOT, Receiver, free_port, running_receiver
+from tests.support import REPO_ROOT, Receiver, free_port, running_receiver, sign, wait_until_serving
 
 SECRET = "settings-secret-0123456789abcdefghijkl"
 
@@ -89,9 +89,44 @@ def test_a_sink_that_cannot_start_is_one_line_and_no_traceback(tmp_path: Path) -
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert errors[0].endswith(f"the file sink cannot start: Too many levels of symbolic links: "
-                              f"{data}/.worker-0.lock; the directory and the files in it must belong "
-                              "to the receiver's user and be no symlinks; fix that and restart")
+                              f"{data}/.worker-0.lock; --dir (env DRAIN_DIR) and the files in it must "
+                              "belong to the receiver's user and be no symlinks; fix that and restart")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def start_with_stdout_closed(args: list[str], stderr: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRAIN_")}
+    env.update(DRAIN_SECRET=SECRET, DRAIN_SECRET_FILE=str(stderr.parent / "drain-secret"))
+    with stderr.open("wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "receiver", "--host", "127.0.0.1", *args],
+                                cwd=REPO_ROOT, env=env, stderr=err, preexec_fn=lambda: os.close(1))
+
+
+def test_the_stdout_sink_refuses_to_start_without_a_stdout(tmp_path: Path) -> None:
+    process = start_with_stdout_closed(["--port", str(free_port())], tmp_path / "stderr")
+    assert process.wait(timeout=20) == 2
+    (line,) = (tmp_path / "stderr").read_text().splitlines()
+    assert line.endswith("stdout is closed, and the stdout sink writes every record there: give the "
+                         "receiver a stdout (a pipe or a file), or choose --sink file")
+
+
+def test_a_closed_stdout_is_held_on_dev_null_so_no_file_takes_its_number(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    process = start_with_stdout_closed(["--port", str(port), "--sink", "file", "--dir", str(data)],
+                                       tmp_path / "stderr")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(url, process, tmp_path / "stderr")
+        assert os.readlink(f"/proc/{process.pid}/fd/1") == os.devnull
+        body = b'{"id": "fd-1", "message": "kept"}\n'
+        response = httpx.post(url, content=body, headers={"x-vercel-signature": sign(body, SECRET)})
+        assert response.json() == {"accepted": 1, "rejected": 0}
+        (written,) = data.glob("logs/*/logs.ndjson")
+        assert written.read_bytes() == body
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 def test_a_port_in_use_is_named_before_starting() -> None:
