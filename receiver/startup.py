@@ -26,12 +26,7 @@ def hold_standard_streams(settings: Settings) -> None:
     """A closed stdin, stdout or stderr is a number the next file or socket opened would take,
     and then get the records or logs meant for it. Fail when the stdout sink would have no
     stdout; hold any other closed one open on /dev/null."""
-    for fd in STANDARD_STREAMS:
-        try:
-            os.fstat(fd)
-            continue
-        except OSError:
-            pass
+    for fd in filter(_is_closed, STANDARD_STREAMS):
         if fd == 1 and "stdout" in settings.sinks:
             raise StartupError("stdout is closed, and the stdout sink writes every record there: give "
                                "the receiver a stdout (a pipe or a file), or choose --sink file")
@@ -39,6 +34,14 @@ def hold_standard_streams(settings: Settings) -> None:
         if null != fd:
             os.dup2(null, fd)
             os.close(null)
+
+
+def _is_closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
 
 
 def check_settings(settings: Settings) -> None:

@@ -21,11 +21,15 @@ from tests.support import REPO_ROOT, Receiver, free_port, running_receiver, sign
 SECRET = "settings-secret-0123456789abcdefghijkl"
 
 
+def receiver_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without any `DRAIN_*` variable, plus the secret and `env`."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("DRAIN_")}
+    return {**child_env, "DRAIN_SECRET": SECRET, **(env or {})}
+
+
 def run_receiver(args: list[str], env: Mapping[str, str] | None = None,
                  timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("DRAIN_")}
-    child_env.update({"DRAIN_SECRET": SECRET, **(env or {})})
-    return subprocess.run([sys.executable, "-m", "receiver", *args], cwd=REPO_ROOT, env=child_env,
+    return subprocess.run([sys.executable, "-m", "receiver", *args], cwd=REPO_ROOT, env=receiver_env(env),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -95,8 +99,7 @@ def test_a_sink_that_cannot_start_is_one_line_and_no_traceback(tmp_path: Path) -
 
 
 def start_with_stdout_closed(args: list[str], stderr: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRAIN_")}
-    env.update(DRAIN_SECRET=SECRET, DRAIN_SECRET_FILE=str(stderr.parent / "drain-secret"))
+    env = receiver_env({"DRAIN_SECRET_FILE": str(stderr.parent / "drain-secret")})
     with stderr.open("wb") as err:
         return subprocess.Popen([sys.executable, "-m", "receiver", "--host", "127.0.0.1", *args],
                                 cwd=REPO_ROOT, env=env, stderr=err, preexec_fn=lambda: os.close(1))
