@@ -175,3 +175,5 @@ def test_the_histogram_shows_its_scale_its_colours_and_a_time_axis(browser: obje
     assert page.locator("#histogram .bar > div").count() == 3
     caption = page.locator("#histogram-caption").text_content()
     assert caption.startswith("4 matches; tallest bar 3, one bar 1 s")
+    page.evaluate("drawHistogram({start: 0, end: 2000, width: 1000, counts: []})")
+    assert page.locator("#histogram-caption").text_content() == "no matches"

@@ -138,7 +138,7 @@ function drawAxes(h, n, totals, peak, levels) {
   const caption = $("histogram-caption");
   caption.replaceChildren();
   const matches = totals.reduce((x, y) => x + y, 0);
-  const scale = n ? `${matches.toLocaleString("en")} matches; tallest bar ${peak.toLocaleString("en")}, `
+  const scale = matches ? `${matches.toLocaleString("en")} matches; tallest bar ${peak.toLocaleString("en")}, `
     + `one bar ${span(h.width)}` : "no matches";
   caption.appendChild(document.createTextNode(scale));
   for (const level of levels) {
